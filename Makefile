@@ -1,0 +1,42 @@
+# NanoSocket developer commands. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+PORT ?= 3000
+
+.PHONY: demo test lint typecheck pytest conformance bench venv clean
+
+# Creates the venv and installs the package (compiling the extension when there is one).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -U pip setuptools wheel
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m nanosocket echo-server --host 127.0.0.1 --port $(PORT) --log-level INFO
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+
+typecheck: venv
+	$(VENV)/bin/mypy --strict src
+
+pytest: venv
+	$(PY) -m pytest -q
+
+conformance: venv
+	$(PY) tests/conformance/autobahn.py
+
+test: lint typecheck pytest conformance
+
+bench: venv
+	$(PIP) install -e '.[dev,bench]'
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

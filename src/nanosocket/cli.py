@@ -1,0 +1,95 @@
+"""The ``nanosocket`` command line.
+
+    nanosocket echo-server --port 9001 [--max-payload-length N] [--max-fragments N]
+
+``echo-server`` echoes every message back through the same connection code path real servers
+use; it is what the Autobahn TestSuite conformance run and the engine benchmarks talk to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+
+import uvloop
+
+from .endpoint import WebSocketServer
+from .options import WebSocketOptions
+from .protocol.handshake import Request
+from .transport import WebSocket
+
+__all__ = ["main"]
+
+
+def _echo_handler(ws: WebSocket, request: Request) -> None:
+    ws.on_message = ws.send
+
+
+async def _run_echo_server(host: str, port: int, options: WebSocketOptions) -> None:
+    server = WebSocketServer(_echo_handler, options=options)
+    await server.listen(host, port)
+    print(f"nanosocket echo-server listening on ws://{host}:{server.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.close()
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    defaults = WebSocketOptions()
+    parser.add_argument(
+        "--max-payload-length",
+        type=int,
+        default=defaults.max_payload_length,
+        help="largest message after reassembly, in bytes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-fragments",
+        type=int,
+        default=defaults.max_fragments,
+        help="most frames one message may span (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        help="seconds of silence before a connection is closed (default: %(default)s)",
+    )
+
+
+def run_loop(coro: Coroutine[object, object, None]) -> None:
+    """Run ``coro`` on uvloop."""
+    uvloop.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nanosocket", description="NanoSocket command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+    echo = commands.add_parser("echo-server", help="a WebSocket echo server (conformance, benchmarks)")
+    echo.add_argument("--host", default="127.0.0.1")
+    echo.add_argument("--port", type=int, default=9001)
+    _add_limit_options(echo)
+    echo.add_argument("--log-level", default="WARNING")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "echo-server":
+        options = WebSocketOptions(
+            max_payload_length=args.max_payload_length,
+            max_fragments=args.max_fragments,
+            idle_timeout=args.idle_timeout,
+            # An echo server's own replies are what fills its buffers; reading pauses instead.
+            max_backpressure=max(args.max_payload_length * 2, WebSocketOptions().max_backpressure),
+        )
+        run_loop(_run_echo_server(args.host, args.port, options))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The raw WebSocket API: ``serve()`` and ``connect()``, messages without events.
+
+Usable on its own (the echo server is built on it) and the base the NanoSocket server and client
+build on. Both sides run the same ``transport.WebSocket`` over the same ``protocol/`` core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from http import HTTPStatus
+
+from .errors import InvalidHandshake
+from .options import WebSocketOptions
+from .protocol.handshake import (
+    Request,
+    build_request,
+    check_upgrade,
+    generate_key,
+    http_response,
+    origin_allowed,
+    parse_ws_url,
+    wants_upgrade,
+)
+from .transport import ClientSide, Heartbeat, WebSocket
+
+__all__ = ["ConnectHandler", "HttpHandler", "WebSocketServer", "connect", "serve"]
+
+logger = logging.getLogger("nanosocket.endpoint")
+
+#: Called with each accepted connection and its upgrade request; may be a coroutine function.
+ConnectHandler = Callable[[WebSocket, Request], Awaitable[None] | None]
+#: Answers a plain HTTP request with complete response bytes (None: 404).
+HttpHandler = Callable[[Request], bytes | None]
+
+
+def _default_http(request: Request) -> bytes | None:
+    return http_response(
+        HTTPStatus.UPGRADE_REQUIRED,
+        b"This endpoint speaks WebSocket.\n",
+        headers=[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+    )
+
+
+class WebSocketServer:
+    """Accepts WebSocket connections and hands each to ``handler``.
+
+    The Origin policy (``allowed_origins``: None for same-origin, or exact origins, ``"*"`` for
+    any) is applied before the upgrade; plain HTTP requests go to ``http_handler``.
+    """
+
+    def __init__(
+        self,
+        handler: ConnectHandler,
+        *,
+        options: WebSocketOptions | None = None,
+        allowed_origins: Iterable[str] | None = None,
+        http_handler: HttpHandler | None = None,
+        response_headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.options = options or WebSocketOptions()
+        self._handler = handler
+        self._is_async = inspect.iscoroutinefunction(handler)
+        self._allowed_origins = (
+            None if allowed_origins is None else tuple(o.rstrip("/").lower() for o in allowed_origins)
+        )
+        self._http_handler = http_handler or _default_http
+        self._response_headers = tuple(response_headers)
+        self.heartbeat = Heartbeat(self.options.idle_timeout) if self.options.idle_timeout else None
+        #: Every connection past its opening handshake, until its TCP connection is gone.
+        self.connections: set[WebSocket] = set()
+        self._handshaking: set[WebSocket] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._secure = False
+
+    # ------------------------------------------------------------- listening
+
+    async def listen(
+        self,
+        host: str | None = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        reuse_port: bool = False,
+        backlog: int = 2048,
+    ) -> None:
+        """Start accepting connections (port 0 picks a free port; see ``port``)."""
+        loop = asyncio.get_running_loop()
+        self._secure = ssl is not None
+        self._server = await loop.create_server(
+            self._make_protocol, host, port, ssl=ssl, reuse_port=reuse_port or None, backlog=backlog
+        )
+
+    def _make_protocol(self) -> WebSocket:
+        ws = WebSocket(self.options, endpoint=self)
+        self._handshaking.add(ws)
+        return ws
+
+    @property
+    def port(self) -> int:
+        """The port the first listening socket is bound to."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the server is not listening")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            raise RuntimeError("call listen() first")
+        await self._server.serve_forever()
+
+    # --------------------------------------------------------- ServerEndpoint
+
+    def handle_request(self, ws: WebSocket, request: Request) -> None:
+        if not wants_upgrade(request):
+            ws.respond(self._http_handler(request) or http_response(HTTPStatus.NOT_FOUND, b"not found\n"))
+            return
+        try:
+            key, subprotocol = check_upgrade(request, self.options.subprotocols)
+        except InvalidHandshake as exc:
+            headers = [("Sec-WebSocket-Version", "13")] if exc.status == HTTPStatus.UPGRADE_REQUIRED else []
+            ws.reject(exc.status, str(exc), headers)
+            return
+        if not origin_allowed(request, self._allowed_origins, secure=self._secure):
+            ws.reject(HTTPStatus.FORBIDDEN, "origin not allowed")
+            return
+        self._handshaking.discard(ws)
+        self.connections.add(ws)
+        ws.accept(key, subprotocol, self._response_headers)
+        try:
+            result = self._handler(ws, request)
+        except Exception:
+            logger.exception("connection handler raised; closing with 1011")
+            ws.close(1011, "internal error")
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(self._run_handler(ws, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_handler(self, ws: WebSocket, result: Awaitable[None]) -> None:
+        try:
+            await result
+        except Exception:
+            logger.exception("connection handler raised; closing with 1011")
+            ws.close(1011, "internal error")
+
+    def connection_lost(self, ws: WebSocket) -> None:
+        self.connections.discard(ws)
+        self._handshaking.discard(ws)
+
+    # ---------------------------------------------------------------- closing
+
+    async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stop listening, close every connection with ``code``, return when all are gone."""
+        if self._server is not None:
+            self._server.close()
+        for ws in list(self._handshaking):
+            ws.abort()
+        for ws in list(self.connections):
+            ws.close(code, reason)
+        if self.connections:
+            await asyncio.gather(*(ws.wait_closed() for ws in list(self.connections)))
+        for task in list(self._tasks):
+            task.cancel()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> WebSocketServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def serve(
+    handler: ConnectHandler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    options: WebSocketOptions | None = None,
+    allowed_origins: Iterable[str] | None = None,
+    http_handler: HttpHandler | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+) -> WebSocketServer:
+    """Start a raw WebSocket server and return it, listening."""
+    server = WebSocketServer(
+        handler, options=options, allowed_origins=allowed_origins, http_handler=http_handler
+    )
+    await server.listen(host, port, ssl=ssl)
+    return server
+
+
+async def connect(
+    url: str,
+    *,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    subprotocols: Iterable[str] = (),
+    timeout: float = 10.0,
+    options: WebSocketOptions | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+) -> WebSocket:
+    """Open a client connection to a ``ws://`` or ``wss://`` URL.
+
+    Raises ``TimeoutError`` when the connection and handshake take longer than ``timeout``,
+    ``OSError`` when the TCP connection fails, and ``HandshakeError`` when the server refuses.
+    """
+    options = options or WebSocketOptions()
+    target = parse_ws_url(url)
+    offered = tuple(subprotocols) or options.subprotocols
+    key = generate_key()
+    request = build_request(target, key, headers=headers, subprotocols=offered)
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    heartbeat = Heartbeat(options.idle_timeout) if options.idle_timeout else None
+    side = ClientSide(request, key, offered, waiter, heartbeat)
+    if target.secure and ssl is None:
+        ssl = ssl_module.create_default_context()
+    ws: WebSocket | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            _, ws = await loop.create_connection(
+                lambda: WebSocket(options, client=side),
+                target.host,
+                target.port,
+                ssl=ssl,
+                server_hostname=target.host if ssl is not None else None,
+            )
+            await waiter
+    except BaseException:
+        if ws is not None:
+            ws.abort()
+        if heartbeat is not None:
+            heartbeat.stop()
+        raise
+    assert ws is not None
+    return ws

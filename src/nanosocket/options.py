@@ -1,0 +1,100 @@
+"""Typed options: frozen, slotted dataclasses whose invalid values fail at construction.
+
+Every default is the strict application default; raise limits explicitly where a use needs it
+(the Autobahn echo server does, to take the suite's 16 MiB messages).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Literal
+
+from .errors import ConfigurationError
+
+__all__ = ["BackpressurePolicy", "WebSocketOptions"]
+
+BackpressurePolicy = Literal["close", "drop"]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _check_positive_int(name: str, value: object, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        allowed = "a positive number of seconds" + (" or None" if optional else "")
+        raise ConfigurationError(f"{name} must be {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketOptions:
+    """Limits and timers of one WebSocket endpoint (server or client).
+
+    One instance is shared by every connection of an endpoint, so per-connection memory holds a
+    reference, never a copy.
+    """
+
+    #: Largest message after reassembly of its fragments, in bytes; a bigger one closes with 1009.
+    max_payload_length: int = 1 * MiB
+    #: Most frames one message may be split into; a fragment flood closes with 1009.
+    max_fragments: int = 1024
+    #: Largest control frame payload (RFC 6455 caps it at 125).
+    max_control_payload: int = 125
+    #: Largest opening handshake (request or response line plus headers), in bytes.
+    max_handshake_size: int = 16 * KiB
+    #: Most header lines an opening handshake may carry.
+    max_headers: int = 64
+    #: Seconds a peer has to complete the opening handshake.
+    handshake_timeout: float = 10.0
+    #: A connection silent for this many seconds is closed with 1011; pings are sent after half
+    #: of it, so a live peer always answers in time. None disables heartbeats.
+    idle_timeout: float | None = 60.0
+    #: Seconds to wait for the peer's close frame, then for the TCP close, before dropping.
+    close_timeout: float = 5.0
+    #: Outbound bytes a connection may have buffered before the backpressure policy applies.
+    max_backpressure: int = 64 * KiB
+    #: What a send does when the buffer is over max_backpressure: "close" the slow peer with
+    #: 1008, or "drop" the message (the send reports DROPPED).
+    backpressure_policy: BackpressurePolicy = "close"
+    #: Subprotocols this endpoint speaks, in order of preference.
+    subprotocols: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_positive_int("max_payload_length", self.max_payload_length)
+        _check_positive_int("max_fragments", self.max_fragments)
+        _check_positive_int("max_control_payload", self.max_control_payload, minimum=2)
+        if self.max_control_payload > 125:
+            raise ConfigurationError(
+                f"max_control_payload must be at most 125 (RFC 6455), got {self.max_control_payload!r}"
+            )
+        _check_positive_int("max_handshake_size", self.max_handshake_size, minimum=256)
+        _check_positive_int("max_headers", self.max_headers)
+        _check_seconds("handshake_timeout", self.handshake_timeout)
+        _check_seconds("idle_timeout", self.idle_timeout, optional=True)
+        _check_seconds("close_timeout", self.close_timeout)
+        _check_positive_int("max_backpressure", self.max_backpressure)
+        if self.backpressure_policy not in ("close", "drop"):
+            raise ConfigurationError(
+                f"backpressure_policy must be 'close' or 'drop', got {self.backpressure_policy!r}"
+            )
+        if not isinstance(self.subprotocols, tuple) or not all(
+            isinstance(p, str) and p for p in self.subprotocols
+        ):
+            raise ConfigurationError("subprotocols must be a tuple of non-empty strings")
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of all options, for layers that accept them as keyword arguments."""
+        return tuple(f.name for f in fields(cls))

@@ -1,0 +1,405 @@
+"""The HTTP/1.1 opening handshake (RFC 6455 §4), both sides, parsed with httptools.
+
+Server side: ``RequestReader`` reads a request head within size, count and header limits;
+``check_upgrade`` validates it as a WebSocket upgrade; ``accept_response`` answers it.
+Client side: ``build_request``, ``ResponseReader`` and ``check_response``. Plain HTTP answers
+(health, metrics, errors) are built by ``http_response``. ``origin_allowed`` is the Origin policy.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import parse_qsl, urlsplit
+
+import httptools
+
+from ..errors import HandshakeRejected, InvalidHandshake
+
+__all__ = [
+    "Headers",
+    "Request",
+    "RequestReader",
+    "Response",
+    "ResponseReader",
+    "WebSocketURL",
+    "accept_key",
+    "accept_response",
+    "build_request",
+    "check_response",
+    "check_upgrade",
+    "generate_key",
+    "http_response",
+    "origin_allowed",
+    "parse_ws_url",
+    "wants_upgrade",
+]
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, ordered HTTP headers; a repeated header reads as its values joined by ", "."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items = [(name.lower(), value) for name, value in items]
+
+    def __getitem__(self, name: str) -> str:
+        values = self.get_all(name)
+        if not values:
+            raise KeyError(name)
+        return ", ".join(values)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in order."""
+        key = name.lower()
+        return [value for item_name, value in self._items if item_name == key]
+
+    def raw_items(self) -> list[tuple[str, str]]:
+        """Every (lower-case name, value) pair, repeats included."""
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: dict[str, None] = {}
+        for name, _ in self._items:
+            seen.setdefault(name)
+        return iter(seen)
+
+    def __len__(self) -> int:
+        return len({name for name, _ in self._items})
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+def _tokens(value: str | None) -> list[str]:
+    """Comma-separated header tokens, lower-cased."""
+    if not value:
+        return []
+    return [token.strip().lower() for token in value.split(",") if token.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A parsed request head: what the server knows of a client before it answers."""
+
+    method: str
+    target: str
+    headers: Headers
+    keep_alive: bool = True
+
+    @property
+    def path(self) -> str:
+        """The target without its query string."""
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query_string(self) -> str:
+        return self.target.split("?", 1)[1] if "?" in self.target else ""
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters; a repeated name keeps its last value."""
+        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A parsed response head, as the client sees it."""
+
+    status: int
+    headers: Headers
+
+
+class _HeadReader:
+    """httptools callbacks shared by the request and response readers, with the limits."""
+
+    def __init__(self, max_size: int, max_headers: int) -> None:
+        self._max_size = max_size
+        self._max_headers = max_headers
+        self._size = 0
+        self._headers: list[tuple[str, str]] = []
+        self._url = bytearray()
+        self._complete = False
+        #: Bytes that followed the head (the first frames of an upgraded connection).
+        self.trailing = b""
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self._headers) >= self._max_headers:
+            raise InvalidHandshake(
+                f"more than {self._max_headers} header lines",
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+            )
+        try:
+            self._headers.append((name.decode("ascii"), value.decode("latin-1")))
+        except UnicodeDecodeError as exc:
+            raise InvalidHandshake("header name is not ASCII") from exc
+
+    def on_headers_complete(self) -> None:
+        self._complete = True
+
+    def _feed(self, parser: httptools.HttpRequestParser | httptools.HttpResponseParser, data: bytes) -> bool:
+        """Feed ``data``; return True once the head is complete."""
+        head_bytes = len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            head_bytes = upgrade.args[0]
+            self.trailing = data[head_bytes:]
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, InvalidHandshake):
+                raise cause from None
+            raise InvalidHandshake(f"malformed HTTP head: {exc}") from exc
+        except httptools.HttpParserError as exc:
+            raise InvalidHandshake(f"malformed HTTP head: {exc}") from exc
+        self._size += head_bytes
+        if self._size > self._max_size:
+            raise InvalidHandshake(
+                f"HTTP head larger than {self._max_size} bytes",
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+            )
+        return self._complete
+
+
+class RequestReader(_HeadReader):
+    """Reads one request head incrementally; ``feed`` returns the Request once it is complete."""
+
+    def __init__(self, max_size: int, max_headers: int) -> None:
+        super().__init__(max_size, max_headers)
+        self._parser = httptools.HttpRequestParser(self)
+
+    def feed(self, data: bytes) -> Request | None:
+        if not self._feed(self._parser, data):
+            return None
+        parser = self._parser
+        return Request(
+            method=parser.get_method().decode("ascii"),
+            target=self._url.decode("latin-1"),
+            headers=Headers(self._headers),
+            keep_alive=parser.should_keep_alive(),
+        )
+
+
+class ResponseReader(_HeadReader):
+    """Reads one response head incrementally; ``feed`` returns the Response once it is complete."""
+
+    def __init__(self, max_size: int, max_headers: int) -> None:
+        super().__init__(max_size, max_headers)
+        self._parser = httptools.HttpResponseParser(self)
+
+    def feed(self, data: bytes) -> Response | None:
+        if not self._feed(self._parser, data):
+            return None
+        return Response(status=self._parser.get_status_code(), headers=Headers(self._headers))
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept value that answers ``key``."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
+
+
+def generate_key() -> str:
+    """A fresh random Sec-WebSocket-Key."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+def _select_subprotocol(offered: list[str], supported: tuple[str, ...]) -> str | None:
+    for protocol in supported:
+        if protocol in offered:
+            return protocol
+    return None
+
+
+def wants_upgrade(request: Request) -> bool:
+    """Whether the request asks for a WebSocket (as opposed to a plain HTTP request)."""
+    return "websocket" in _tokens(request.headers.get("upgrade"))
+
+
+def check_upgrade(request: Request, subprotocols: tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """Validate a WebSocket upgrade request; return ``(key, selected subprotocol)``.
+
+    Raises InvalidHandshake with the status to answer: 400 for a malformed upgrade, 426 for a
+    request that is not an upgrade or asks for another protocol version.
+    """
+    headers = request.headers
+    if request.method != "GET":
+        raise InvalidHandshake("WebSocket upgrade requires GET", HTTPStatus.METHOD_NOT_ALLOWED)
+    if "websocket" not in _tokens(headers.get("upgrade")):
+        raise InvalidHandshake("this endpoint speaks WebSocket", HTTPStatus.UPGRADE_REQUIRED)
+    if "upgrade" not in _tokens(headers.get("connection")):
+        raise InvalidHandshake("Connection header lacks 'upgrade'")
+    if headers.get("sec-websocket-version", "").strip() != "13":
+        raise InvalidHandshake("unsupported Sec-WebSocket-Version", HTTPStatus.UPGRADE_REQUIRED)
+    key = headers.get_all("sec-websocket-key")
+    if len(key) != 1:
+        raise InvalidHandshake("exactly one Sec-WebSocket-Key is required")
+    try:
+        raw = base64.b64decode(key[0].strip(), validate=True)
+    except binascii.Error as exc:
+        raise InvalidHandshake("Sec-WebSocket-Key is not base64") from exc
+    if len(raw) != 16:
+        raise InvalidHandshake("Sec-WebSocket-Key must encode 16 bytes")
+    selected = _select_subprotocol(_tokens(headers.get("sec-websocket-protocol")), subprotocols)
+    return key[0].strip(), selected
+
+
+def http_response(
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: str = "text/plain; charset=utf-8",
+    headers: Iterable[tuple[str, str]] = (),
+    keep_alive: bool = False,
+) -> bytes:
+    """A complete plain HTTP/1.1 response."""
+    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Unknown"
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    if body or status >= 200:
+        lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def accept_response(
+    key: str, subprotocol: str | None = None, extra_headers: Iterable[tuple[str, str]] = ()
+) -> bytes:
+    """The 101 response that completes the server side of the handshake."""
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_key(key)}",
+    ]
+    if subprotocol:
+        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    lines.extend(f"{name}: {value}" for name, value in extra_headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme in ("https", "wss") else 80
+
+
+def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
+    try:
+        parts = urlsplit(f"//{netloc}")
+        host = (parts.hostname or "").lower()
+        port = parts.port or _default_port(scheme)
+    except ValueError:
+        return None
+    return (host, port) if host else None
+
+
+def origin_allowed(request: Request, allowed: tuple[str, ...] | None, *, secure: bool = False) -> bool:
+    """The Origin policy against Cross-Site WebSocket Hijacking.
+
+    ``allowed=None`` means same-origin: a browser's Origin must name the host the request was
+    sent to. Otherwise the Origin must match an entry exactly (``"*"`` allows any). Requests
+    without an Origin header come from non-browser clients and are allowed: a browser always
+    sends one with a WebSocket upgrade.
+    """
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.strip()
+    if allowed is not None:
+        return "*" in allowed or origin.rstrip("/").lower() in allowed
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    origin_hp = _host_port(parts.netloc, parts.scheme)
+    host_header = request.headers.get("host")
+    if origin_hp is None or host_header is None:
+        return False
+    return origin_hp == _host_port(host_header.strip(), "https" if secure else "http")
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketURL:
+    """A parsed ws:// or wss:// URL."""
+
+    secure: bool
+    host: str
+    port: int
+    resource: str
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.port == (443 if self.secure else 80):
+            return host
+        return f"{host}:{self.port}"
+
+
+def parse_ws_url(url: str) -> WebSocketURL:
+    """Parse a ws:// or wss:// URL; raise InvalidHandshake for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidHandshake(f"invalid WebSocket URL {url!r}") from exc
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise InvalidHandshake(f"invalid WebSocket URL {url!r}: expected ws:// or wss://")
+    secure = parts.scheme == "wss"
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return WebSocketURL(secure, parts.hostname, port or (443 if secure else 80), resource)
+
+
+def build_request(
+    url: WebSocketURL,
+    key: str,
+    *,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    subprotocols: tuple[str, ...] = (),
+) -> bytes:
+    """The client's upgrade request."""
+    lines = [
+        f"GET {url.resource} HTTP/1.1",
+        f"Host: {url.host_header}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if subprotocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            raise InvalidHandshake(f"header {name!r} contains a line break")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def check_response(response: Response, key: str, subprotocols: tuple[str, ...] = ()) -> str | None:
+    """Validate the server's answer to our upgrade; return the selected subprotocol."""
+    if response.status != 101:
+        raise HandshakeRejected(response.status)
+    headers = response.headers
+    if "websocket" not in _tokens(headers.get("upgrade")):
+        raise InvalidHandshake("response lacks 'Upgrade: websocket'")
+    if "upgrade" not in _tokens(headers.get("connection")):
+        raise InvalidHandshake("response lacks 'Connection: upgrade'")
+    if headers.get("sec-websocket-accept", "").strip() != accept_key(key):
+        raise InvalidHandshake("wrong Sec-WebSocket-Accept")
+    if headers.get("sec-websocket-extensions"):
+        raise InvalidHandshake("server selected an extension that was not offered")
+    selected = headers.get("sec-websocket-protocol")
+    if selected is not None:
+        selected = selected.strip()
+        if selected not in subprotocols:
+            raise InvalidHandshake(f"server selected subprotocol {selected!r}, which was not offered")
+    return selected

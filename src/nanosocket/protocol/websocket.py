@@ -1,0 +1,375 @@
+"""The WebSocket connection state machine, one class for both sides (RFC 6455 §5-7).
+
+Bytes go in through ``receive_data``; complete messages, pings and pongs come out as calls on a
+``FrameHandler``; frames to write come out of ``data_to_send``; ``state`` tells when the
+connection is closed (``close_code``/``close_reason`` say how). No I/O, no
+clocks: the transport adapter owns those.
+
+Per-connection state is small and lazy: no read buffer while no partial frame is pending (and
+then only that frame's bytes), no reassembly buffer while no fragmented message is in progress.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from enum import IntEnum
+from typing import Protocol
+
+from ..errors import InvalidPayload, PayloadTooBig, ProtocolError, connection_closed
+from ..options import WebSocketOptions
+from .frames import (
+    BINARY,
+    CLOSE,
+    CONTINUATION,
+    FIN,
+    MASK_BIT,
+    OPCODE_MASK,
+    PING,
+    PONG,
+    RSV_MASK,
+    TEXT,
+    CloseCode,
+    apply_mask,
+    build_frame,
+    encode_close,
+    parse_close,
+    parse_header,
+)
+
+__all__ = ["FrameHandler", "State", "WebSocketConnection", "check_utf8_chunk"]
+
+_utf8_decode = codecs.utf_8_decode
+
+
+class State(IntEnum):
+    """Connection states after the opening handshake."""
+
+    OPEN = 1
+    CLOSING = 2  # we sent a close frame and wait for the peer's
+    CLOSED = 3  # the close handshake is done or the connection failed: no more frames
+
+
+class FrameHandler(Protocol):
+    """What a connection reports to the layer above, in arrival order."""
+
+    def text_received(self, text: str) -> None: ...
+
+    def binary_received(self, data: bytes) -> None: ...
+
+    def ping_received(self, payload: bytes) -> None:
+        """A ping arrived; its pong is already queued."""
+
+    def pong_received(self, payload: bytes) -> None: ...
+
+
+# Valid ranges of the second byte of a UTF-8 sequence, by lead byte (Unicode table 3-7).
+_SECOND_BYTE_RANGE: dict[int, tuple[int, int]] = {}
+for _lead in range(0xC2, 0xF5):
+    _SECOND_BYTE_RANGE[_lead] = (0x80, 0xBF)
+_SECOND_BYTE_RANGE[0xE0] = (0xA0, 0xBF)
+_SECOND_BYTE_RANGE[0xED] = (0x80, 0x9F)
+_SECOND_BYTE_RANGE[0xF0] = (0x90, 0xBF)
+_SECOND_BYTE_RANGE[0xF4] = (0x80, 0x8F)
+
+
+def _is_utf8_prefix(tail: bytes) -> bool:
+    """Whether ``tail`` (1-3 bytes) can still begin a valid UTF-8 sequence."""
+    bounds = _SECOND_BYTE_RANGE.get(tail[0])
+    if bounds is None:
+        return False
+    if len(tail) >= 2 and not bounds[0] <= tail[1] <= bounds[1]:
+        return False
+    return len(tail) < 3 or 0x80 <= tail[2] <= 0xBF
+
+
+def check_utf8_chunk(tail: bytes, chunk: bytes) -> bytes:
+    """Validate the next ``chunk`` of a UTF-8 stream whose unfinished bytes are ``tail``.
+
+    Returns the new unfinished tail; raises InvalidPayload as soon as the stream cannot be valid.
+    Python's incremental decoder holds back some impossible prefixes (``ED A0`` is a surrogate)
+    without raising, so the held-back bytes get their own check.
+    """
+    data = tail + chunk if tail else chunk
+    try:
+        _, consumed = _utf8_decode(data, "strict", False)
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload("text message is not valid UTF-8") from exc
+    rest = data[consumed:]
+    if rest and not _is_utf8_prefix(rest):
+        raise InvalidPayload("text message is not valid UTF-8")
+    return rest
+
+
+class WebSocketConnection:
+    """One WebSocket connection after its opening handshake, as a state machine.
+
+    ``client`` selects the side: a client masks what it sends and refuses masked frames; a
+    server requires masked frames and sends unmasked ones (so one broadcast frame fits all).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_msg_frames",
+        "_msg_opcode",
+        "_msg_parts",
+        "_need",
+        "_out",
+        "_utf8_tail",
+        "client",
+        "close_code",
+        "close_reason",
+        "handler",
+        "options",
+        "state",
+    )
+
+    def __init__(self, handler: FrameHandler, options: WebSocketOptions, *, client: bool) -> None:
+        self.handler = handler
+        self.options = options
+        self.client = client
+        self.state = State.OPEN
+        #: Code and reason of the close: the peer's, ours on failure, 1006 when dropped.
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._buf: bytearray | None = None
+        self._need = 0
+        self._msg_opcode = 0
+        self._msg_parts: bytearray | None = None
+        self._msg_frames = 0
+        self._utf8_tail = b""
+        self._out: list[bytes] | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection reached CLOSED (no frame goes in or out any more)."""
+        return self.state is State.CLOSED
+
+    # ------------------------------------------------------------------ input
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes read from the peer; handler calls happen before this returns."""
+        if self.state is State.CLOSED:
+            return
+        buf = self._buf
+        if buf is not None:
+            buf += data
+            if len(buf) < self._need:
+                return
+            data = buf
+            self._buf = None
+        try:
+            pos = self._parse(data)
+        except ProtocolError as exc:
+            self.fail(exc.close_code, str(exc))
+            return
+        if pos < len(data) and not self.closed:
+            self._buf = bytearray(data[pos:]) if pos else bytearray(data)
+
+    def receive_eof(self) -> None:
+        """The peer closed the TCP connection (or it dropped)."""
+        if self.state is not State.CLOSED:
+            self._finish(CloseCode.ABNORMAL, "")
+        self._buf = None
+        self._msg_parts = None
+
+    def _parse(self, data: bytes | bytearray) -> int:
+        """Handle every complete frame in ``data``; return the offset of the first unparsed byte."""
+        end = len(data)
+        pos = 0
+        options = self.options
+        max_payload = options.max_payload_length
+        expect_mask = 0 if self.client else MASK_BIT
+        while pos < end:
+            header = parse_header(data, pos, end)
+            if header is None:
+                self._need = end - pos + 1
+                return pos
+            first, second, length, header_length = header
+            if first & RSV_MASK:
+                raise ProtocolError("reserved bits set without a negotiated extension")
+            if (second & MASK_BIT) != expect_mask:
+                raise ProtocolError(
+                    "server frames must not be masked" if self.client else "client frames must be masked"
+                )
+            opcode = first & OPCODE_MASK
+            if opcode >= CLOSE:
+                if opcode > PONG:
+                    raise ProtocolError(f"reserved opcode {opcode:#x}")
+                if not first & FIN:
+                    raise ProtocolError("fragmented control frame")
+                if length > options.max_control_payload:
+                    raise ProtocolError("control frame payload too long")
+            elif opcode > BINARY:
+                raise ProtocolError(f"reserved opcode {opcode:#x}")
+            else:
+                self._check_data_frame(opcode, length, max_payload)
+            frame_end = pos + header_length + length
+            if frame_end > end:
+                self._need = frame_end - pos
+                return pos
+            payload_start = pos + header_length
+            if expect_mask:
+                payload = apply_mask(
+                    data[payload_start:frame_end], bytes(data[payload_start - 4 : payload_start])
+                )
+            else:
+                payload = bytes(data[payload_start:frame_end])
+            pos = frame_end
+            if opcode >= CLOSE:
+                self._control_frame(opcode, payload)
+                if self.state is State.CLOSED:
+                    return end
+            elif self.state is State.OPEN:
+                self._data_frame(opcode, first & FIN, payload)
+        return pos
+
+    def _check_data_frame(self, opcode: int, length: int, max_payload: int) -> None:
+        """Refuse a data frame from its header alone, before its payload is read."""
+        if opcode == CONTINUATION:
+            if not self._msg_opcode:
+                raise ProtocolError("continuation frame without a message to continue")
+            parts = self._msg_parts
+            size = len(parts) if parts is not None else 0
+            if self._msg_frames >= self.options.max_fragments:
+                raise PayloadTooBig(f"message split into more than {self.options.max_fragments} frames")
+            if size + length > max_payload:
+                raise PayloadTooBig(f"message larger than {max_payload} bytes")
+        else:
+            if self._msg_opcode:
+                raise ProtocolError("new message started before the previous one finished")
+            if length > max_payload:
+                raise PayloadTooBig(f"message larger than {max_payload} bytes")
+
+    def _data_frame(self, opcode: int, fin: int, payload: bytes) -> None:
+        if opcode != CONTINUATION:
+            if fin:
+                if opcode == TEXT:
+                    try:
+                        text = payload.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise InvalidPayload("text message is not valid UTF-8") from exc
+                    self.handler.text_received(text)
+                else:
+                    self.handler.binary_received(payload)
+                return
+            self._msg_opcode = opcode
+            self._msg_parts = bytearray(payload)
+            self._msg_frames = 1
+            if opcode == TEXT:
+                self._utf8_tail = check_utf8_chunk(b"", payload)
+            return
+        parts = self._msg_parts
+        assert parts is not None
+        parts += payload
+        self._msg_frames += 1
+        message_opcode = self._msg_opcode
+        if message_opcode == TEXT:
+            self._utf8_tail = check_utf8_chunk(self._utf8_tail, payload)
+        if not fin:
+            return
+        self._msg_opcode = 0
+        self._msg_parts = None
+        self._msg_frames = 0
+        if message_opcode == TEXT:
+            if self._utf8_tail:
+                self._utf8_tail = b""
+                raise InvalidPayload("text message ends inside a UTF-8 sequence")
+            self.handler.text_received(parts.decode("utf-8"))
+        else:
+            self.handler.binary_received(bytes(parts))
+
+    def _control_frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == PING:
+            if self.state is State.OPEN:
+                self._queue(build_frame(PONG, payload, mask_key=self._mask_key()))
+            self.handler.ping_received(payload)
+        elif opcode == PONG:
+            self.handler.pong_received(payload)
+        else:
+            code, reason = parse_close(payload)
+            if self.state is State.OPEN:
+                # Echo the peer's code; an empty close is answered with an empty close.
+                reply_code = None if code == CloseCode.NO_STATUS else code
+                self._queue(build_frame(CLOSE, encode_close(reply_code), mask_key=self._mask_key()))
+            self._finish(code, reason)
+
+    # ----------------------------------------------------------------- output
+
+    def _mask_key(self) -> bytes | None:
+        return os.urandom(4) if self.client else None
+
+    def _queue(self, frame: bytes) -> None:
+        out = self._out
+        if out is None:
+            self._out = [frame]
+        else:
+            out.append(frame)
+
+    def data_to_send(self) -> bytes:
+        """Return (and forget) the bytes queued for the peer, as one buffer."""
+        out = self._out
+        if out is None:
+            return b""
+        self._out = None
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _require_open(self) -> None:
+        if self.state is not State.OPEN:
+            raise connection_closed(self.close_code or CloseCode.ABNORMAL, self.close_reason)
+
+    def send_text(self, text: str) -> None:
+        """Queue one text message."""
+        self.send_frame(TEXT, text.encode("utf-8"))
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue one binary message."""
+        self.send_frame(BINARY, bytes(data))
+
+    def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
+        """Queue one data frame (``fin=False`` and CONTINUATION frames send a message in parts)."""
+        self._require_open()
+        self._queue(build_frame(opcode, payload, fin=fin, mask_key=self._mask_key()))
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Queue a ping (at most 125 bytes of payload)."""
+        self._require_open()
+        if len(payload) > 125:
+            raise ValueError("a ping payload is at most 125 bytes")
+        self._queue(build_frame(PING, payload, mask_key=self._mask_key()))
+
+    def send_pong(self, payload: bytes = b"") -> None:
+        """Queue an unsolicited pong (a heartbeat that expects no answer)."""
+        self._require_open()
+        if len(payload) > 125:
+            raise ValueError("a pong payload is at most 125 bytes")
+        self._queue(build_frame(PONG, payload, mask_key=self._mask_key()))
+
+    def send_raw(self, frame: bytes) -> None:
+        """Queue a ready-made frame (a server's broadcast frame, built once for all recipients)."""
+        self._require_open()
+        self._queue(frame)
+
+    def send_close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; a no-op unless the connection is open."""
+        if self.state is not State.OPEN:
+            return
+        self._queue(build_frame(CLOSE, encode_close(code, reason), mask_key=self._mask_key()))
+        self.state = State.CLOSING
+        self.close_code = code
+        self.close_reason = reason
+
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection (RFC 6455 §7.1.7): send a close frame if we can, then CLOSED."""
+        if self.state is State.CLOSED:
+            return
+        if self.state is State.OPEN:
+            self._queue(build_frame(CLOSE, encode_close(code, reason), mask_key=self._mask_key()))
+        self._finish(code, reason)
+
+    def _finish(self, code: int, reason: str) -> None:
+        self.state = State.CLOSED
+        self.close_code = code
+        self.close_reason = reason
+        self._buf = None
+        self._msg_parts = None

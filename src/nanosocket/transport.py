@@ -1,0 +1,629 @@
+"""The asyncio adapter between a TCP transport and the sans-I/O WebSocket core.
+
+One class, ``WebSocket``, serves both sides. It feeds bytes to ``protocol.websocket``, writes what
+comes back (one write per read batch: sends made while a read is handled are corked), runs the
+opening and closing handshakes with deadlines, and applies flow control and the backpressure
+policy. Protocol decisions stay in ``protocol/``; endpoint decisions (routing, Origin policy,
+what to do with an open connection) are made by the endpoint that owns the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from enum import IntEnum
+from typing import Protocol, cast
+
+from .errors import HandshakeError, InvalidHandshake, connection_closed
+from .options import WebSocketOptions
+from .protocol.frames import CloseCode
+from .protocol.handshake import (
+    Request,
+    RequestReader,
+    ResponseReader,
+    accept_response,
+    check_response,
+    http_response,
+)
+from .protocol.websocket import State, WebSocketConnection
+
+__all__ = ["ClientSide", "Heartbeat", "SendStatus", "ServerEndpoint", "WebSocket"]
+
+logger = logging.getLogger("nanosocket.transport")
+
+#: Messages held for ``recv()`` before reading from the peer pauses.
+INBOX_HIGH_WATER = 64
+
+
+class SendStatus(IntEnum):
+    """What became of a send (truthy when the message was accepted)."""
+
+    DROPPED = 0  #: not sent: the connection is not open, or the backpressure policy dropped it
+    SUCCESS = 1  #: handed to the kernel (or to this read batch's single write)
+    BACKPRESSURE = 2  #: accepted, but waits in the outbound buffer: the peer reads slowly
+
+    def __bool__(self) -> bool:
+        return self is not SendStatus.DROPPED
+
+
+class ServerEndpoint(Protocol):
+    """What a server-side WebSocket asks of the server that accepted its TCP connection."""
+
+    options: WebSocketOptions
+    heartbeat: Heartbeat | None
+
+    def handle_request(self, ws: WebSocket, request: Request) -> None:
+        """Answer a complete request head: ``ws.accept(...)``, ``ws.respond(...)`` or ``ws.reject(...)``."""
+
+    def connection_lost(self, ws: WebSocket) -> None:
+        """``ws``'s TCP connection is gone (whatever its state)."""
+
+
+class ClientSide:
+    """What a client-side WebSocket needs: its handshake, the future it resolves, its heartbeat."""
+
+    __slots__ = ("heartbeat", "key", "request", "subprotocols", "waiter")
+
+    def __init__(
+        self,
+        request: bytes,
+        key: str,
+        subprotocols: tuple[str, ...],
+        waiter: asyncio.Future[None],
+        heartbeat: Heartbeat | None,
+    ) -> None:
+        self.request = request
+        self.key = key
+        self.subprotocols = subprotocols
+        self.waiter = waiter
+        self.heartbeat = heartbeat
+
+
+class WebSocket(asyncio.Protocol):
+    """One WebSocket connection over an asyncio transport, server or client side.
+
+    Messages go to ``on_message`` (``str`` for text, ``bytes`` for binary) when it is set, else to
+    an inbox read by ``await recv()``. ``on_close(code, reason)`` runs once, when the TCP
+    connection is gone; 1006 means it dropped without a close frame.
+    """
+
+    __slots__ = (
+        "_client",
+        "_closed_waiter",
+        "_conn",
+        "_corked",
+        "_early",
+        "_endpoint",
+        "_idle_ticks",
+        "_inbox",
+        "_inbox_waiter",
+        "_lost",
+        "_options",
+        "_reader",
+        "_timer",
+        "_transport",
+        "on_close",
+        "on_message",
+        "subprotocol",
+    )
+
+    def __init__(
+        self,
+        options: WebSocketOptions,
+        *,
+        endpoint: ServerEndpoint | None = None,
+        client: ClientSide | None = None,
+    ) -> None:
+        if (endpoint is None) == (client is None):
+            raise ValueError("a WebSocket needs exactly one of endpoint (server) or client")
+        self._options = options
+        self._endpoint = endpoint
+        self._client = client
+        self._transport: asyncio.Transport | None = None
+        self._conn: WebSocketConnection | None = None
+        self._reader: RequestReader | ResponseReader | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._corked = False
+        self._early = b""
+        self._idle_ticks = 0
+        self._lost = False
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self._inbox: deque[str | bytes] | None = None
+        self._inbox_waiter: asyncio.Future[None] | None = None
+        #: Called with each message; None sends messages to ``recv()``.
+        self.on_message: Callable[[str | bytes], object] | None = None
+        #: Called once with (code, reason) when the connection is gone.
+        self.on_close: Callable[[int, str], object] | None = None
+        #: The subprotocol both sides agreed on, if any.
+        self.subprotocol: str | None = None
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def is_client(self) -> bool:
+        return self._client is not None
+
+    @property
+    def open(self) -> bool:
+        """Whether messages can be sent now."""
+        conn = self._conn
+        return conn is not None and conn.state is State.OPEN
+
+    @property
+    def closed(self) -> bool:
+        """Whether the TCP connection is gone."""
+        return self._lost
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closing started (the peer's, ours, or 1006 when dropped)."""
+        conn = self._conn
+        if conn is None:
+            return CloseCode.ABNORMAL if self._lost else None
+        return conn.close_code
+
+    @property
+    def close_reason(self) -> str:
+        conn = self._conn
+        return conn.close_reason if conn is not None else ""
+
+    @property
+    def remote_address(self) -> tuple[str, int] | None:
+        """The peer's (host, port), while the transport exists."""
+        transport = self._transport
+        if transport is None:
+            return None
+        peer = transport.get_extra_info("peername")
+        return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes accepted for sending that the kernel has not taken yet."""
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    @property
+    def options(self) -> WebSocketOptions:
+        return self._options
+
+    # ------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        options = self._options
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(options.handshake_timeout, self._handshake_timed_out)
+        if self._client is not None:
+            self._reader = ResponseReader(options.max_handshake_size, options.max_headers)
+            self._transport.write(self._client.request)
+        else:
+            self._reader = RequestReader(options.max_handshake_size, options.max_headers)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None:
+            self._handshake_data(data)
+            return
+        self._idle_ticks = 0
+        self._corked = True
+        try:
+            conn.receive_data(data)
+        finally:
+            self._corked = False
+        self._flush(conn)
+
+    def eof_received(self) -> bool | None:
+        # Returning None closes the transport: a half-closed WebSocket has nothing left to do.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._cancel_timer()
+        conn = self._conn
+        if conn is not None:
+            conn.receive_eof()
+            code, reason = conn.close_code or CloseCode.ABNORMAL, conn.close_reason
+        else:
+            code, reason = CloseCode.ABNORMAL, ""
+        heartbeat = self._heartbeat()
+        if heartbeat is not None:
+            heartbeat.discard(self)
+        client = self._client
+        if client is not None and not client.waiter.done():
+            client.waiter.set_exception(InvalidHandshake("connection closed during the opening handshake"))
+        if self._endpoint is not None:
+            self._endpoint.connection_lost(self)
+        waiter = self._inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        closed = self._closed_waiter
+        if closed is not None and not closed.done():
+            closed.set_result(None)
+        callback = self.on_close
+        if callback is not None and conn is not None:
+            try:
+                callback(code, reason)
+            except Exception:
+                logger.exception("on_close callback raised")
+
+    def pause_writing(self) -> None:
+        # The peer reads slower than we write: stop reading its requests until it catches up.
+        transport = self._transport
+        if transport is not None and self._conn is not None:
+            transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        transport = self._transport
+        if transport is not None and not self._lost and not self._inbox_full():
+            transport.resume_reading()
+
+    # ------------------------------------------------- FrameHandler (protocol)
+
+    def text_received(self, text: str) -> None:
+        self._deliver(text)
+
+    def binary_received(self, data: bytes) -> None:
+        self._deliver(data)
+
+    def ping_received(self, payload: bytes) -> None:
+        """The core has queued the pong already."""
+
+    def pong_received(self, payload: bytes) -> None:
+        """Any frame resets the idle counter; nothing else to do."""
+
+    def _deliver(self, message: str | bytes) -> None:
+        callback = self.on_message
+        if callback is not None:
+            try:
+                callback(message)
+            except Exception:
+                logger.exception("on_message callback raised; closing with 1011")
+                self.close(CloseCode.INTERNAL_ERROR, "internal error")
+            return
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(message)
+        waiter = self._inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if len(inbox) >= INBOX_HIGH_WATER and self._transport is not None:
+            self._transport.pause_reading()
+
+    def _inbox_full(self) -> bool:
+        inbox = self._inbox
+        return inbox is not None and len(inbox) >= INBOX_HIGH_WATER
+
+    # --------------------------------------------------------------- sending
+
+    def send(self, message: str | bytes | bytearray | memoryview) -> SendStatus:
+        """Send one message: text for ``str``, binary otherwise."""
+        if isinstance(message, str):
+            return self.send_text(message)
+        return self.send_bytes(message)
+
+    def send_text(self, text: str) -> SendStatus:
+        """Send one text message."""
+        conn = self._conn
+        if conn is None or conn.state is not State.OPEN or self._over_backpressure():
+            return SendStatus.DROPPED
+        conn.send_text(text)
+        return self._flush_if_uncorked(conn)
+
+    def send_bytes(self, data: bytes | bytearray | memoryview) -> SendStatus:
+        """Send one binary message."""
+        conn = self._conn
+        if conn is None or conn.state is not State.OPEN or self._over_backpressure():
+            return SendStatus.DROPPED
+        conn.send_binary(data)
+        return self._flush_if_uncorked(conn)
+
+    def send_frame(self, frame: bytes) -> SendStatus:
+        """Send a ready-made server frame (the same bytes can go to every recipient of a broadcast)."""
+        conn = self._conn
+        if conn is None or conn.state is not State.OPEN or self._over_backpressure():
+            return SendStatus.DROPPED
+        conn.send_raw(frame)
+        return self._flush_if_uncorked(conn)
+
+    def ping(self, payload: bytes = b"") -> SendStatus:
+        """Send a ping; the peer's pong resets the idle counter like any frame."""
+        conn = self._conn
+        if conn is None or conn.state is not State.OPEN:
+            return SendStatus.DROPPED
+        conn.send_ping(payload)
+        return self._flush_if_uncorked(conn)
+
+    def _over_backpressure(self) -> bool:
+        """Apply the backpressure policy; True when this send must not happen."""
+        transport = self._transport
+        if transport is None:
+            return True
+        if transport.get_write_buffer_size() <= self._options.max_backpressure:
+            return False
+        if self._options.backpressure_policy == "close":
+            self.abort_slow_consumer()
+        return True
+
+    def abort_slow_consumer(self) -> None:
+        """Close a peer that does not read fast enough (1008), bounded by close_timeout."""
+        conn = self._conn
+        if conn is None or conn.state is State.CLOSED:
+            return
+        conn.fail(CloseCode.POLICY_VIOLATION, "backpressure limit exceeded")
+        if not self._corked:
+            self._flush(conn)
+
+    def _flush_if_uncorked(self, conn: WebSocketConnection) -> SendStatus:
+        if self._corked:
+            return SendStatus.SUCCESS
+        transport = self._transport
+        assert transport is not None
+        transport.write(conn.data_to_send())
+        return SendStatus.SUCCESS if not transport.get_write_buffer_size() else SendStatus.BACKPRESSURE
+
+    def _flush(self, conn: WebSocketConnection) -> None:
+        """Write what the core queued; then act on a finished close."""
+        data = conn.data_to_send()
+        transport = self._transport
+        if transport is None:
+            return
+        if data:
+            transport.write(data)
+        if conn.state is State.CLOSED:
+            self._closed_by_protocol(conn)
+
+    # --------------------------------------------------------------- receiving
+
+    async def recv(self) -> str | bytes:
+        """The next message (when ``on_message`` is not set); raises ConnectionClosed at the end."""
+        while True:
+            inbox = self._inbox
+            if inbox:
+                message = inbox.popleft()
+                if len(inbox) == INBOX_HIGH_WATER - 1 and self._transport is not None and not self._lost:
+                    self._transport.resume_reading()
+                return message
+            if self._lost or (self._conn is not None and self._conn.state is State.CLOSED):
+                raise connection_closed(self.close_code or CloseCode.ABNORMAL, self.close_reason)
+            waiter = self._inbox_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._inbox_waiter = None
+
+    # ---------------------------------------------------------------- closing
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; the TCP connection follows within ``close_timeout``."""
+        conn = self._conn
+        transport = self._transport
+        if transport is None or self._lost:
+            return
+        if conn is None:
+            transport.abort()
+            return
+        if conn.state is State.OPEN:
+            conn.send_close(code, reason)
+            if not self._corked:
+                transport.write(conn.data_to_send())
+            self._set_timer(self._options.close_timeout, self.abort)
+        elif conn.state is State.CLOSED:
+            self._closed_by_protocol(conn)
+
+    async def wait_closed(self) -> None:
+        """Return once the TCP connection is gone."""
+        if self._lost:
+            return
+        waiter = self._closed_waiter
+        if waiter is None:
+            waiter = self._closed_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(waiter)
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake."""
+        transport = self._transport
+        if transport is not None and not self._lost:
+            transport.abort()
+
+    def _closed_by_protocol(self, conn: WebSocketConnection) -> None:
+        """The close handshake finished or the connection failed: end TCP as RFC 6455 §7.1.1 says."""
+        transport = self._transport
+        if transport is None or self._lost:
+            return
+        code = conn.close_code
+        if self._client is None or code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS):
+            # The server closes TCP first; a failing client does not wait either.
+            transport.close()
+        # Whoever waits for the other side waits at most close_timeout.
+        self._set_timer(self._options.close_timeout, self.abort)
+
+    # ----------------------------------------------------------- heartbeats
+
+    def _heartbeat(self) -> Heartbeat | None:
+        endpoint = self._endpoint
+        if endpoint is not None:
+            return endpoint.heartbeat
+        assert self._client is not None
+        return self._client.heartbeat
+
+    def heartbeat_tick(self) -> None:
+        """Called by the Heartbeat every idle_timeout / 2."""
+        ticks = self._idle_ticks = self._idle_ticks + 1
+        if ticks >= 3:
+            # Silent for at least idle_timeout, although a ping went out half of it ago.
+            conn = self._conn
+            if conn is not None and conn.state is not State.CLOSED:
+                conn.fail(CloseCode.INTERNAL_ERROR, "ping timeout")
+                self._flush(conn)
+            self._set_timer(self._options.close_timeout, self.abort)
+        elif ticks == 2:
+            self.ping()
+
+    # ------------------------------------------------------------- handshake
+
+    def _handshake_data(self, data: bytes) -> None:
+        reader = self._reader
+        if reader is None:
+            # The server endpoint is still deciding: keep early frames, within the handshake limit.
+            if self._client is None and self._transport is not None and not self._transport.is_closing():
+                self._early += data
+                if len(self._early) > self._options.max_handshake_size:
+                    self.abort()
+            return
+        try:
+            head = reader.feed(data)
+        except InvalidHandshake as exc:
+            self._reader = None
+            if self._client is not None:
+                self._fail_client_handshake(exc)
+            else:
+                self.reject(exc.status, str(exc))
+            return
+        if head is None:
+            return
+        self._reader = None
+        trailing = reader.trailing
+        client = self._client
+        if client is not None:
+            assert not isinstance(head, Request)
+            try:
+                self.subprotocol = check_response(head, client.key, client.subprotocols)
+            except HandshakeError as exc:
+                self._fail_client_handshake(exc)
+                return
+            self._open(trailing)
+            if not client.waiter.done():
+                client.waiter.set_result(None)
+        else:
+            assert isinstance(head, Request) and self._endpoint is not None
+            # Frames that arrived with the upgrade request are fed once the endpoint accepts.
+            self._early = trailing
+            try:
+                self._endpoint.handle_request(self, head)
+            except Exception:
+                logger.exception("request handler raised")
+                self.reject(500, "internal error")
+                return
+            transport = self._transport
+            if self._conn is None and transport is not None and not transport.is_closing():
+                # The endpoint decides asynchronously: read nothing more until it has.
+                transport.pause_reading()
+
+    def _fail_client_handshake(self, exc: HandshakeError) -> None:
+        client = self._client
+        assert client is not None
+        if not client.waiter.done():
+            client.waiter.set_exception(exc)
+        self.abort()
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        if self._conn is None and not self._lost:
+            if self._client is not None:
+                self._fail_client_handshake(InvalidHandshake("opening handshake timed out"))
+            else:
+                self.abort()
+
+    def accept(
+        self, key: str, subprotocol: str | None = None, headers: Iterable[tuple[str, str]] = ()
+    ) -> None:
+        """Server side: answer 101 and open the connection (feeds frames that came early)."""
+        transport = self._transport
+        if transport is None or self._lost or self._conn is not None:
+            return
+        self.subprotocol = subprotocol
+        transport.write(accept_response(key, subprotocol, headers))
+        early, self._early = self._early, b""
+        if not transport.is_reading():
+            transport.resume_reading()
+        self._open(early)
+
+    def respond(self, response: bytes) -> None:
+        """Server side: answer a plain HTTP request with a complete response and close."""
+        transport = self._transport
+        self._reader = None
+        self._early = b""
+        if transport is not None and not self._lost:
+            transport.write(response)
+            transport.close()
+            self._set_timer(self._options.close_timeout, self.abort)
+
+    def reject(self, status: int, message: str = "", headers: Iterable[tuple[str, str]] = ()) -> None:
+        """Server side: refuse the upgrade with an HTTP status and a short text body."""
+        body = (message or "rejected").encode("utf-8", "replace") + b"\n"
+        self.respond(http_response(status, body, headers=headers))
+
+    def _open(self, trailing: bytes) -> None:
+        self._cancel_timer()
+        self._conn = WebSocketConnection(self, self._options, client=self._client is not None)
+        heartbeat = self._heartbeat()
+        if heartbeat is not None:
+            heartbeat.add(self)
+        if trailing:
+            self.data_received(trailing)
+
+    # ----------------------------------------------------------------- timers
+
+    def _set_timer(self, delay: float, callback: Callable[[], object]) -> None:
+        if self._timer is not None or self._lost:
+            return
+        self._timer = asyncio.get_running_loop().call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            self._timer = None
+
+    def __repr__(self) -> str:
+        side = "client" if self._client is not None else "server"
+        state = self._conn.state.name if self._conn is not None else "HANDSHAKE"
+        return f"<WebSocket {side} {state} {self.remote_address}>"
+
+
+class Heartbeat:
+    """One timer for many connections: every ``idle_timeout / 2`` each connection ticks.
+
+    A connection that received anything since the last tick starts over; after one silent
+    period it is pinged, after two it is closed (1011). One timer, not one per connection,
+    keeps idle connections cheap.
+    """
+
+    __slots__ = ("_connections", "_handle", "_period")
+
+    def __init__(self, idle_timeout: float) -> None:
+        self._period = idle_timeout / 2
+        self._connections: set[WebSocket] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, ws: WebSocket) -> None:
+        self._connections.add(ws)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self._period, self._tick)
+
+    def discard(self, ws: WebSocket) -> None:
+        self._connections.discard(ws)
+        if not self._connections and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        self._handle = None
+        for ws in list(self._connections):
+            try:
+                ws.heartbeat_tick()
+            except Exception:
+                logger.exception("heartbeat tick failed")
+        if self._connections:
+            self._handle = asyncio.get_running_loop().call_later(self._period, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
