@@ -12,7 +12,7 @@ from typing import Literal
 
 from .errors import ConfigurationError
 
-__all__ = ["BackpressurePolicy", "WebSocketOptions"]
+__all__ = ["BackpressurePolicy", "ServerOptions", "WebSocketOptions"]
 
 BackpressurePolicy = Literal["close", "drop"]
 
@@ -98,3 +98,70 @@ class WebSocketOptions:
     def field_names(cls) -> tuple[str, ...]:
         """Names of all options, for layers that accept them as keyword arguments."""
         return tuple(f.name for f in fields(cls))
+
+
+def _check_origins(value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, tuple) or not all(isinstance(o, str) and o for o in value):
+        raise ConfigurationError(
+            "cors must be None (same-origin), or a list of origins such as 'https://example.com' or '*'"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Options of a NanoSocket server; the WebSocket limits are shared by every connection."""
+
+    #: Largest message after reassembly, in bytes; a bigger one closes the connection with 1009.
+    max_payload_length: int = 1 * MiB
+    #: Outbound bytes a client may leave unread before the server closes it (1008); volatile
+    #: messages to such a client are dropped instead.
+    max_backpressure: int = 64 * KiB
+    #: A connection silent this long (pings unanswered) is closed with 1011; None: no heartbeat.
+    idle_timeout: float | None = 60.0
+    #: Seconds a client has for the WebSocket upgrade and, after it, for the connect step
+    #: (its ``$connect`` and the middleware chain).
+    handshake_timeout: float = 10.0
+    #: Seconds to wait for a peer's close frame before dropping the connection.
+    close_timeout: float = 5.0
+    #: Most frames one message may span.
+    max_fragments: int = 1024
+    #: Largest HTTP request head, in bytes.
+    max_handshake_size: int = 16 * KiB
+    #: Most header lines in an HTTP request head.
+    max_headers: int = 64
+    #: Allowed browser origins: None = same-origin only, ("*",) = any, else exact origins.
+    cors: tuple[str, ...] | None = None
+    #: The only path that accepts WebSocket upgrades; None accepts any path not taken by a route.
+    path: str | None = None
+    #: Messages a client may send before its connection is accepted (they wait, in order).
+    max_pending_messages: int = 64
+    #: Default seconds ``socket.call()`` waits for the client's acknowledgement.
+    ack_timeout: float = 30.0
+    #: Serve ``GET /health`` (JSON) and ``GET /metrics`` (Prometheus text).
+    monitoring: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive_int("max_pending_messages", self.max_pending_messages)
+        _check_seconds("ack_timeout", self.ack_timeout)
+        _check_origins(self.cors)
+        if self.path is not None and (not isinstance(self.path, str) or not self.path.startswith("/")):
+            raise ConfigurationError(f"path must start with '/', got {self.path!r}")
+        # The WebSocket limits validate themselves (and name the option) here.
+        self.websocket_options()
+
+    def websocket_options(self) -> WebSocketOptions:
+        """The engine options every connection of this server shares."""
+        return WebSocketOptions(
+            max_payload_length=self.max_payload_length,
+            max_fragments=self.max_fragments,
+            max_handshake_size=self.max_handshake_size,
+            max_headers=self.max_headers,
+            handshake_timeout=self.handshake_timeout,
+            idle_timeout=self.idle_timeout,
+            close_timeout=self.close_timeout,
+            max_backpressure=self.max_backpressure,
+            backpressure_policy="close",
+            subprotocols=("nanosocket.v1",),
+        )

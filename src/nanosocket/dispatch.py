@@ -1,0 +1,334 @@
+"""Event handlers and acknowledgements, shared by the server's sockets and the client.
+
+* ``HandlerRegistry``: ``on`` / ``off`` / ``once`` per event name. Whether a handler is async and
+  how many arguments it takes are decided once, when it is registered.
+* ``call_handler``: one calling convention. A sync handler runs inline; an async handler runs
+  eagerly up to its first real suspension, so a coroutine that never waits costs no Task and
+  handlers start in arrival order.
+* ``AckTable``: the pending acknowledgements of one connection, with timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from typing import Any, Final
+
+from .errors import AckError, AckTimeoutError
+
+__all__ = [
+    "AckTable",
+    "Handler",
+    "HandlerArityError",
+    "HandlerRegistry",
+    "call_handler",
+    "run_eagerly",
+]
+
+AnyHandler = Callable[..., Any]
+
+
+class HandlerArityError(TypeError):
+    """An event arrived with a number of arguments its handler cannot take."""
+
+
+class Handler:
+    """A registered handler with what is known of it at registration time."""
+
+    __slots__ = ("fn", "is_async", "max_args", "min_args", "once")
+
+    def __init__(self, fn: AnyHandler, *, once: bool = False) -> None:
+        if not callable(fn):
+            raise TypeError(f"handler must be callable, got {fn!r}")
+        self.fn = fn
+        self.once = once
+        self.is_async, self.min_args, self.max_args = _describe(fn)
+
+    def check_arity(self, count: int) -> None:
+        maximum = self.max_args
+        if count < self.min_args or (maximum is not None and count > maximum):
+            name = getattr(self.fn, "__qualname__", repr(self.fn))
+            takes = (
+                f"{self.min_args}"
+                if maximum == self.min_args
+                else f"{self.min_args}..{'n' if maximum is None else maximum}"
+            )
+            raise HandlerArityError(f"handler {name} takes {takes} arguments, got {count}")
+
+
+# Signatures are computed once per code object: handlers defined inside a connection handler
+# are new function objects for every connection, but share their code.
+_DESCRIPTIONS: dict[tuple[object, int, bool], tuple[bool, int, int | None]] = {}
+_MAX_DESCRIPTIONS: Final = 4096
+
+
+def _describe(fn: AnyHandler) -> tuple[bool, int, int | None]:
+    code = getattr(fn, "__code__", None)
+    bound = inspect.ismethod(fn)
+    defaults = getattr(fn, "__defaults__", None)
+    key = (code, len(defaults) if defaults else 0, bound) if code is not None else None
+    if key is not None:
+        known = _DESCRIPTIONS.get(key)
+        if known is not None:
+            return known
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        description: tuple[bool, int, int | None] = (is_async, 0, None)
+    else:
+        minimum = 0
+        maximum: int | None = 0
+        for parameter in signature.parameters.values():
+            if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                if maximum is not None:
+                    maximum += 1
+                if parameter.default is parameter.empty:
+                    minimum += 1
+            elif parameter.kind is parameter.VAR_POSITIONAL:
+                maximum = None
+            elif parameter.kind is parameter.KEYWORD_ONLY and parameter.default is parameter.empty:
+                raise TypeError(f"handler {fn!r} has a required keyword-only parameter")
+        description = (is_async, minimum, maximum)
+    if key is not None:
+        if len(_DESCRIPTIONS) >= _MAX_DESCRIPTIONS:
+            _DESCRIPTIONS.clear()
+        _DESCRIPTIONS[key] = description
+    return description
+
+
+class HandlerRegistry:
+    """Handlers by event name, in registration order."""
+
+    __slots__ = ("_by_event",)
+
+    def __init__(self) -> None:
+        self._by_event: dict[str, list[Handler]] = {}
+
+    def on(self, event: str, fn: AnyHandler, *, once: bool = False) -> None:
+        handler = Handler(fn, once=once)
+        handlers = self._by_event.get(event)
+        if handlers is None:
+            self._by_event[event] = [handler]
+        else:
+            handlers.append(handler)
+
+    def off(self, event: str | None = None, fn: AnyHandler | None = None) -> None:
+        """Remove ``fn`` from ``event``; all of ``event``'s handlers without ``fn``; all without both."""
+        if event is None:
+            self._by_event.clear()
+            return
+        if fn is None:
+            self._by_event.pop(event, None)
+            return
+        handlers = self._by_event.get(event)
+        if handlers is None:
+            return
+        handlers[:] = [h for h in handlers if h.fn is not fn and h.fn != fn]
+        if not handlers:
+            del self._by_event[event]
+
+    def get(self, event: str) -> list[Handler] | None:
+        """The handlers of ``event`` (None when there are none); ``once`` handlers are removed."""
+        handlers = self._by_event.get(event)
+        if handlers is None:
+            return None
+        for handler in handlers:
+            if handler.once:
+                remaining = [h for h in handlers if not h.once]
+                if remaining:
+                    self._by_event[event] = remaining
+                else:
+                    del self._by_event[event]
+                break
+        return handlers
+
+    def has(self, event: str) -> bool:
+        return event in self._by_event
+
+    def events(self) -> Iterable[str]:
+        return self._by_event.keys()
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
+    """Continue ``coro`` (suspended on ``pending``) under the Task that awaits this."""
+    while True:
+        try:
+            sent = yield pending
+        except BaseException as exc:
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _continue(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
+    return await _resume(coro, pending)
+
+
+class _Finished:
+    """The result of a coroutine that finished in its first step."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def run_eagerly(coro: Coroutine[Any, Any, Any]) -> _Finished | asyncio.Task[Any]:
+    """Run ``coro`` until it first suspends; finished → its value, else a Task for the rest.
+
+    Exceptions of the first step propagate to the caller.
+    """
+    try:
+        pending = coro.send(None)
+    except StopIteration as stop:
+        return _Finished(stop.value)
+    return asyncio.ensure_future(_continue(coro, pending))
+
+
+def call_handler(
+    handler: Handler,
+    args: list[Any] | tuple[Any, ...],
+    done: Callable[[Any, BaseException | None], object] | None = None,
+) -> None:
+    """Call ``handler`` with ``args``; ``done(result, error)`` follows, now or when it finishes.
+
+    Without ``done``, errors propagate (sync, or in the first step of an async handler) or are
+    left to the Task (later steps); with it, every outcome goes to ``done``.
+    """
+    try:
+        handler.check_arity(len(args))
+        result = handler.fn(*args)
+        if handler.is_async or inspect.iscoroutine(result):
+            outcome = run_eagerly(result)
+            if isinstance(outcome, _Finished):
+                result = outcome.value
+            else:
+                if done is not None:
+                    outcome.add_done_callback(lambda task: _report(task, done))
+                else:
+                    outcome.add_done_callback(_log_task_error)
+                return
+    except Exception as exc:
+        if done is None:
+            raise
+        done(None, exc)
+        return
+    if done is not None:
+        done(result, None)
+
+
+def _report(task: asyncio.Task[Any], done: Callable[[Any, BaseException | None], object]) -> None:
+    if task.cancelled():
+        done(None, asyncio.CancelledError())
+        return
+    error = task.exception()
+    done(None if error is not None else task.result(), error)
+
+
+_task_error_logger: Callable[[BaseException], object] | None = None
+
+
+def _log_task_error(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        task.get_loop().call_exception_handler(
+            {"message": "event handler raised", "exception": task.exception(), "task": task}
+        )
+
+
+class AckTable:
+    """Pending acknowledgements of one connection: id → future, each with its own deadline."""
+
+    __slots__ = ("_next_id", "_pending")
+
+    def __init__(self) -> None:
+        self._next_id = 0
+        self._pending: dict[int, tuple[asyncio.Future[Any], asyncio.TimerHandle | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def create(self, timeout: float | None) -> tuple[int, asyncio.Future[Any]]:
+        """A new ack id and the future its reply resolves (AckTimeoutError after ``timeout``)."""
+        ack_id = self._next_id
+        self._next_id = ack_id + 1 if ack_id < 2**53 - 2 else 0
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        timer = loop.call_later(timeout, self._expire, ack_id, timeout) if timeout is not None else None
+        self._pending[ack_id] = (future, timer)
+        return ack_id, future
+
+    def _expire(self, ack_id: int, timeout: float) -> None:
+        entry = self._pending.pop(ack_id, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(AckTimeoutError(f"no acknowledgement within {timeout} s"))
+
+    def discard(self, ack_id: int) -> None:
+        """Forget a request (its send failed or its caller gave up)."""
+        entry = self._pending.pop(ack_id, None)
+        if entry is not None and entry[1] is not None:
+            entry[1].cancel()
+
+    def resolve(self, ack_id: int, args: list[Any], error: Any) -> bool:
+        """Deliver a reply; False when no such request is pending (late or unknown)."""
+        entry = self._pending.pop(ack_id, None)
+        if entry is None:
+            return False
+        future, timer = entry
+        if timer is not None:
+            timer.cancel()
+        if future.done():
+            return True
+        if error is not None:
+            message = error.get("message") if isinstance(error, dict) else None
+            future.set_exception(AckError(str(message or "remote handler failed"), error))
+        else:
+            future.set_result(unpack_results(args))
+        return True
+
+    def fail_all(self, exc: BaseException) -> None:
+        """Fail every pending request (the connection is gone)."""
+        pending, self._pending = self._pending, {}
+        for future, timer in pending.values():
+            if timer is not None:
+                timer.cancel()
+            if not future.done():
+                future.set_exception(exc)
+                # Callers may have given up already; don't warn about never-retrieved exceptions.
+                future.exception()
+
+
+def unpack_results(args: list[Any]) -> Any:
+    """An ack reply's value: its one result, None for none, a tuple for several."""
+    if len(args) == 1:
+        return args[0]
+    if not args:
+        return None
+    return tuple(args)
+
+
+def pack_result(value: Any) -> list[Any]:
+    """The ``data`` of an ack reply carrying a handler's return value."""
+    return [value]
+
+
+def ensure_awaitable(value: Any) -> Awaitable[Any]:
+    """Wrap a plain value so it can be awaited (for APIs accepting sync or async callables)."""
+    if inspect.isawaitable(value):
+        return value
+
+    async def _value() -> Any:
+        return value
+
+    return _value()

@@ -1,0 +1,172 @@
+"""The NanoSocket wire codec: envelopes <-> JSON text or msgpack binary (docs/protocol.md).
+
+An envelope is one of
+
+* an event:      ``{"event": name, "data": [args...]}`` plus ``"ack": n`` when it wants an answer
+* an ack reply:  ``{"ack": n, "data": [results...]}`` or ``{"ack": n, "error": {...}}``
+
+A frame carries one envelope or, from a client, a batch: a list of envelopes. Text frames are
+JSON (orjson); arguments containing ``bytes`` travel as a binary frame holding the msgpack of the
+same structure. Original nano-socket clients also send ``"id"`` and ``"timestamp"`` and may send
+``"data"`` as a single non-list value: both are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgpack
+import orjson
+
+from ..errors import InvalidPayload, ProtocolError
+
+__all__ = [
+    "MAX_BATCH",
+    "PEER_RESERVED_EVENTS",
+    "EnvelopeError",
+    "check_event_name",
+    "decode_binary",
+    "decode_text",
+    "encode",
+    "encode_ack",
+    "encode_ack_error",
+    "encode_event",
+    "iter_envelopes",
+    "read_envelope",
+]
+
+#: Events a peer may never emit: they are raised locally by the connection itself.
+PEER_RESERVED_EVENTS: Final = frozenset(
+    {"connect", "connect_error", "disconnect", "error", "connecting", "reconnecting", "reconnect_failed"}
+)
+#: Most envelopes one batch frame may carry.
+MAX_BATCH: Final = 1000
+#: The largest ack id accepted (a JavaScript safe integer).
+MAX_ACK_ID: Final = 2**53 - 1
+
+_json_dumps = orjson.dumps
+_json_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_msgpack_packb = msgpack.packb
+_msgpack_unpackb = msgpack.unpackb
+
+
+class EnvelopeError(ProtocolError):
+    """A decoded frame is not a valid envelope (closes with 1008, policy violation)."""
+
+    close_code = 1008
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not part of the protocol")
+
+
+def decode_text(data: str | bytes) -> Any:
+    """Parse a text frame's JSON; invalid JSON or UTF-8 raises InvalidPayload (1007)."""
+    try:
+        return _json_loads(data)
+    except _JSONDecodeError as exc:
+        raise InvalidPayload(f"malformed JSON: {exc}") from exc
+
+
+def decode_binary(data: bytes) -> Any:
+    """Parse a binary frame's msgpack; garbage raises ProtocolError with 1003 (unsupported data)."""
+    try:
+        return _msgpack_unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"binary frame is not a msgpack envelope: {exc}", 1003) from exc
+
+
+def iter_envelopes(decoded: Any) -> Sequence[Any]:
+    """The envelopes of one decoded frame (a batch or a single envelope)."""
+    if isinstance(decoded, list):
+        if len(decoded) > MAX_BATCH:
+            raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
+        return decoded
+    return (decoded,)
+
+
+def check_event_name(name: object) -> str:
+    """Validate an event name: a non-empty string without NUL (``$`` names are the protocol's)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise EnvelopeError(f"invalid event name {name!r}")
+    return name
+
+
+def read_envelope(envelope: Any) -> tuple[str | None, list[Any], int | None, Any]:
+    """Validate one envelope; return ``(event, args, ack, error)``.
+
+    ``event`` is None for an ack reply (then ``error`` is the error object or None). Structural
+    problems raise EnvelopeError (1008).
+    """
+    if type(envelope) is not dict:
+        raise EnvelopeError("an envelope must be an object")
+    ack = envelope.get("ack")
+    if ack is not None and (type(ack) is not int or not 0 <= ack <= MAX_ACK_ID):
+        raise EnvelopeError("ack must be a non-negative integer")
+    data = envelope.get("data", _MISSING)
+    if data is _MISSING:
+        args: list[Any] = []
+    elif type(data) is list:
+        args = data
+    else:
+        # Original nano-socket clients send a single argument as a bare value.
+        args = [data]
+    event = envelope.get("event")
+    if event is None:
+        if ack is None:
+            raise EnvelopeError("an envelope needs an event name or an ack id")
+        error = envelope.get("error")
+        if error is not None and not isinstance(error, dict):
+            raise EnvelopeError("an ack error must be an object")
+        return None, args, ack, error
+    return check_event_name(event), args, ack, None
+
+
+_MISSING: Final[Any] = object()
+
+
+def _contains_bytes(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return True
+    if depth > 64:
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(_contains_bytes(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return any(_contains_bytes(item, depth + 1) for item in value.values())
+    return False
+
+
+def encode(envelope: dict[str, Any]) -> tuple[bytes, bool]:
+    """Encode one envelope; return ``(payload, is_binary)``.
+
+    JSON unless an argument holds bytes, then msgpack. A value neither can encode raises TypeError.
+    """
+    try:
+        return _json_dumps(envelope), False
+    except TypeError:
+        if not _contains_bytes(envelope):
+            raise
+    try:
+        return _msgpack_packb(envelope, use_bin_type=True, datetime=False), True
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot encode envelope: {exc}") from exc
+
+
+def encode_event(event: str, args: Sequence[Any], ack: int | None = None) -> tuple[bytes, bool]:
+    """Encode an event envelope (``ack`` asks the peer for an answer)."""
+    if ack is None:
+        return encode({"event": event, "data": args})
+    return encode({"event": event, "data": args, "ack": ack})
+
+
+def encode_ack(ack: int, results: Sequence[Any]) -> tuple[bytes, bool]:
+    """Encode the answer to an ack request."""
+    return encode({"ack": ack, "data": results})
+
+
+def encode_ack_error(ack: int, message: str, **detail: Any) -> bytes:
+    """Encode an error answer to an ack request (always JSON)."""
+    return _json_dumps({"ack": ack, "error": {"message": message, **detail}})
