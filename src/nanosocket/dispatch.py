@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from typing import Any, Final
 
 from .errors import AckError, AckTimeoutError
@@ -23,8 +23,12 @@ __all__ = [
     "Handler",
     "HandlerArityError",
     "HandlerRegistry",
+    "Suspended",
     "call_handler",
+    "invoke",
+    "pack_result",
     "run_eagerly",
+    "unpack_results",
 ]
 
 AnyHandler = Callable[..., Any]
@@ -197,6 +201,30 @@ def run_eagerly(coro: Coroutine[Any, Any, Any]) -> _Finished | asyncio.Task[Any]
     return asyncio.ensure_future(_continue(coro, pending))
 
 
+class Suspended:
+    """What ``invoke`` returns for an async handler that is still running: its Task."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+
+
+def invoke(handler: Handler, args: list[Any] | tuple[Any, ...]) -> Any:
+    """Call ``handler`` with ``args``: its result, or ``Suspended`` when an async handler waits.
+
+    What the handler raises before it first suspends (and arity errors) propagates.
+    """
+    handler.check_arity(len(args))
+    result = handler.fn(*args)
+    if handler.is_async or inspect.iscoroutine(result):
+        outcome = run_eagerly(result)
+        if isinstance(outcome, _Finished):
+            return outcome.value
+        return Suspended(outcome)
+    return result
+
+
 def call_handler(
     handler: Handler,
     args: list[Any] | tuple[Any, ...],
@@ -208,24 +236,18 @@ def call_handler(
     left to the Task (later steps); with it, every outcome goes to ``done``.
     """
     try:
-        handler.check_arity(len(args))
-        result = handler.fn(*args)
-        if handler.is_async or inspect.iscoroutine(result):
-            outcome = run_eagerly(result)
-            if isinstance(outcome, _Finished):
-                result = outcome.value
-            else:
-                if done is not None:
-                    outcome.add_done_callback(lambda task: _report(task, done))
-                else:
-                    outcome.add_done_callback(_log_task_error)
-                return
+        result = invoke(handler, args)
     except Exception as exc:
         if done is None:
             raise
         done(None, exc)
         return
-    if done is not None:
+    if isinstance(result, Suspended):
+        if done is not None:
+            result.task.add_done_callback(lambda task: _report(task, done))
+        else:
+            result.task.add_done_callback(_log_task_error)
+    elif done is not None:
         done(result, None)
 
 
@@ -235,9 +257,6 @@ def _report(task: asyncio.Task[Any], done: Callable[[Any, BaseException | None],
         return
     error = task.exception()
     done(None if error is not None else task.result(), error)
-
-
-_task_error_logger: Callable[[BaseException], object] | None = None
 
 
 def _log_task_error(task: asyncio.Task[Any]) -> None:
@@ -321,14 +340,3 @@ def unpack_results(args: list[Any]) -> Any:
 def pack_result(value: Any) -> list[Any]:
     """The ``data`` of an ack reply carrying a handler's return value."""
     return [value]
-
-
-def ensure_awaitable(value: Any) -> Awaitable[Any]:
-    """Wrap a plain value so it can be awaited (for APIs accepting sync or async callables)."""
-    if inspect.isawaitable(value):
-        return value
-
-    async def _value() -> Any:
-        return value
-
-    return _value()
