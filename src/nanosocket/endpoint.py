@@ -33,8 +33,11 @@ logger = logging.getLogger("nanosocket.endpoint")
 
 #: Called with each accepted connection and its upgrade request; may be a coroutine function.
 ConnectHandler = Callable[[WebSocket, Request], Awaitable[None] | None]
-#: Answers a plain HTTP request with complete response bytes (None: 404).
-HttpHandler = Callable[[Request], bytes | None]
+#: Answers a plain HTTP request with complete response bytes (None: 404), or a coroutine of them.
+HttpHandler = Callable[[Request], bytes | None | Awaitable[bytes | None]]
+
+
+_NOT_FOUND = http_response(HTTPStatus.NOT_FOUND, b"not found\n")
 
 
 def _default_http(request: Request) -> bytes | None:
@@ -49,7 +52,8 @@ class WebSocketServer:
     """Accepts WebSocket connections and hands each to ``handler``.
 
     The Origin policy (``allowed_origins``: None for same-origin, or exact origins, ``"*"`` for
-    any) is applied before the upgrade; plain HTTP requests go to ``http_handler``.
+    any) is applied before the upgrade; plain HTTP requests go to ``http_handler``; ``path``,
+    when given, is the only path that accepts upgrades.
     """
 
     def __init__(
@@ -60,8 +64,10 @@ class WebSocketServer:
         allowed_origins: Iterable[str] | None = None,
         http_handler: HttpHandler | None = None,
         response_headers: Iterable[tuple[str, str]] = (),
+        path: str | None = None,
     ) -> None:
         self.options = options or WebSocketOptions()
+        self._path = path
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler)
         self._allowed_origins = (
@@ -120,7 +126,14 @@ class WebSocketServer:
 
     def handle_request(self, ws: WebSocket, request: Request) -> None:
         if not wants_upgrade(request):
-            ws.respond(self._http_handler(request) or http_response(HTTPStatus.NOT_FOUND, b"not found\n"))
+            answer = self._http_handler(request)
+            if inspect.isawaitable(answer):
+                self._track(self._respond_later(ws, answer))
+            else:
+                ws.respond(answer or _NOT_FOUND)
+            return
+        if self._path is not None and request.path != self._path:
+            ws.reject(HTTPStatus.NOT_FOUND, "no WebSocket endpoint at this path")
             return
         try:
             key, subprotocol = check_upgrade(request, self.options.subprotocols)
@@ -141,9 +154,20 @@ class WebSocketServer:
             ws.close(1011, "internal error")
             return
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(self._run_handler(ws, result))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(self._run_handler(ws, result))
+
+    def _track(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _respond_later(self, ws: WebSocket, answer: Awaitable[bytes | None]) -> None:
+        try:
+            response = await answer
+        except Exception:
+            logger.exception("HTTP handler raised")
+            response = http_response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n")
+        ws.respond(response or _NOT_FOUND)
 
     async def _run_handler(self, ws: WebSocket, result: Awaitable[None]) -> None:
         try:

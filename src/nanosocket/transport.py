@@ -323,10 +323,20 @@ class WebSocket(asyncio.Protocol):
         conn.send_binary(data)
         return self._flush_if_uncorked(conn)
 
-    def send_frame(self, frame: bytes) -> SendStatus:
-        """Send a ready-made server frame (the same bytes can go to every recipient of a broadcast)."""
+    def send_frame(self, frame: bytes, volatile: bool = False) -> SendStatus:
+        """Send a ready-made server frame (the same bytes can go to every recipient of a broadcast).
+
+        A ``volatile`` frame is dropped when the peer is over ``max_backpressure``, whatever the
+        policy: it is a message worth nothing late (a position update, a typing indicator).
+        """
         conn = self._conn
-        if conn is None or conn.state is not State.OPEN or self._over_backpressure():
+        if conn is None or conn.state is not State.OPEN:
+            return SendStatus.DROPPED
+        if volatile:
+            transport = self._transport
+            if transport is None or transport.get_write_buffer_size() > self._options.max_backpressure:
+                return SendStatus.DROPPED
+        elif self._over_backpressure():
             return SendStatus.DROPPED
         conn.send_raw(frame)
         return self._flush_if_uncorked(conn)
