@@ -17,25 +17,34 @@ from .errors import (
     PayloadTooBig,
     ProtocolError,
 )
-from .options import WebSocketOptions
+from .options import ServerOptions, WebSocketOptions
+from .protocol.handshake import Headers, Request
+from .server import BroadcastOperator, Handshake, NanoSocket, Socket
 from .transport import SendStatus, WebSocket
 
 __all__ = [
     "AckError",
     "AckTimeoutError",
+    "BroadcastOperator",
     "ConfigurationError",
     "ConnectError",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "Handshake",
     "HandshakeError",
     "HandshakeRejected",
+    "Headers",
     "InvalidHandshake",
     "InvalidPayload",
+    "NanoSocket",
     "NanoSocketError",
     "PayloadTooBig",
     "ProtocolError",
+    "Request",
     "SendStatus",
+    "ServerOptions",
+    "Socket",
     "WebSocket",
     "WebSocketOptions",
     "WebSocketServer",

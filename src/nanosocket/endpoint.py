@@ -34,7 +34,7 @@ logger = logging.getLogger("nanosocket.endpoint")
 #: Called with each accepted connection and its upgrade request; may be a coroutine function.
 ConnectHandler = Callable[[WebSocket, Request], Awaitable[None] | None]
 #: Answers a plain HTTP request with complete response bytes (None: 404), or a coroutine of them.
-HttpHandler = Callable[[Request], bytes | None | Awaitable[bytes | None]]
+HttpHandler = Callable[[Request], bytes | Awaitable[bytes | None] | None]
 
 
 _NOT_FOUND = http_response(HTTPStatus.NOT_FOUND, b"not found\n")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, TypedDict
 
 from .errors import ConfigurationError
 
-__all__ = ["BackpressurePolicy", "ServerOptions", "WebSocketOptions"]
+__all__ = ["BackpressurePolicy", "ServerOptions", "ServerOptionsKwargs", "WebSocketOptions"]
 
 BackpressurePolicy = Literal["close", "drop"]
 
@@ -165,3 +165,35 @@ class ServerOptions:
             backpressure_policy="close",
             subprotocols=("nanosocket.v1",),
         )
+
+
+class ServerOptionsKwargs(TypedDict, total=False):
+    """The keyword arguments ``NanoSocket(...)`` accepts for its ServerOptions (typed for checkers)."""
+
+    max_payload_length: int
+    max_backpressure: int
+    idle_timeout: float | None
+    handshake_timeout: float
+    close_timeout: float
+    max_fragments: int
+    max_handshake_size: int
+    max_headers: int
+    cors: str | list[str] | tuple[str, ...] | None
+    path: str | None
+    max_pending_messages: int
+    ack_timeout: float
+    monitoring: bool
+
+
+def server_options(**values: object) -> ServerOptions:
+    """Build ServerOptions from keyword arguments, naming any unknown option in the error."""
+    known = set(ServerOptions.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigurationError(f"unknown server option(s): {', '.join(unknown)}")
+    cors = values.get("cors")
+    if isinstance(cors, str):
+        values["cors"] = (cors,)
+    elif isinstance(cors, list):
+        values["cors"] = tuple(cors)
+    return ServerOptions(**values)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_BATCH",
     "PEER_RESERVED_EVENTS",
     "EnvelopeError",
+    "check_emit_name",
     "check_event_name",
     "decode_binary",
     "decode_text",
@@ -38,7 +39,16 @@ __all__ = [
 
 #: Events a peer may never emit: they are raised locally by the connection itself.
 PEER_RESERVED_EVENTS: Final = frozenset(
-    {"connect", "connect_error", "disconnect", "error", "connecting", "reconnecting", "reconnect_failed"}
+    {
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "error",
+        "connecting",
+        "reconnecting",
+        "reconnect_failed",
+    }
 )
 #: Most envelopes one batch frame may carry.
 MAX_BATCH: Final = 1000
@@ -91,6 +101,16 @@ def check_event_name(name: object) -> str:
     """Validate an event name: a non-empty string without NUL (``$`` names are the protocol's)."""
     if not isinstance(name, str) or not name or "\x00" in name:
         raise EnvelopeError(f"invalid event name {name!r}")
+    return name
+
+
+def check_emit_name(name: object) -> str:
+    """Validate the name of an event emitted locally; reserved or ``$`` names raise ValueError."""
+    if type(name) is not str or not name or name[0] == "$" or name in PEER_RESERVED_EVENTS or "\x00" in name:
+        raise ValueError(
+            f"cannot emit {name!r}: event names are non-empty strings without NUL, not starting "
+            f"with '$' and not one of {sorted(PEER_RESERVED_EVENTS)}"
+        )
     return name
 
 

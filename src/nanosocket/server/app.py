@@ -1,0 +1,383 @@
+"""NanoSocket: the server. It composes the engine, the adapter, middleware, handlers and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
+from http import HTTPStatus
+from typing import Any, Final, TypeVar, Unpack, overload
+
+import uvloop
+
+from ..adapters.base import Adapter
+from ..adapters.memory import MemoryAdapter
+from ..dispatch import HandlerRegistry, Suspended, invoke, run_eagerly
+from ..endpoint import WebSocketServer
+from ..errors import ConnectError
+from ..options import ServerOptions, ServerOptionsKwargs, server_options
+from ..protocol.handshake import Request, http_response
+from ..transport import WebSocket
+from .broadcast import BroadcastOperator
+from .errorlog import RateLimitedLog
+from .http import Router, json_response
+from .metrics import Stats, current_rss, render_prometheus
+from .middleware import Middleware, run_chain
+from .socket import Socket
+
+__all__ = ["NanoSocket"]
+
+logger = logging.getLogger("nanosocket.server")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The events a server emits to its own handlers.
+SERVER_EVENTS: Final = frozenset({"connection", "disconnect", "listening", "error", "close"})
+
+
+class _SocketsView(Mapping[str, Socket]):
+    """``server.sockets``: connected sockets by id, read-only, always current."""
+
+    __slots__ = ("_adapter",)
+
+    def __init__(self, adapter: Adapter) -> None:
+        self._adapter = adapter
+
+    def __getitem__(self, socket_id: str) -> Socket:
+        member = self._adapter.get(socket_id)
+        if member is None:
+            raise KeyError(socket_id)
+        return member  # type: ignore[return-value]  # members of a server's adapter are its sockets
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([member.id for member in self._adapter.local_members()])
+
+    def __len__(self) -> int:
+        return self._adapter.local_count()
+
+
+class NanoSocket:
+    """A realtime server: named events, acknowledgements, rooms and broadcasts over WebSocket.
+
+    ``NanoSocket(port=3000, host="0.0.0.0", **options)``; the options are those of
+    ``ServerOptions`` (limits, timeouts, ``cors``, ``path``...). Invalid values raise
+    ConfigurationError naming the option.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 3000,
+        host: str = "0.0.0.0",
+        adapter: Adapter | None = None,
+        **options: Unpack[ServerOptionsKwargs],
+    ) -> None:
+        self.options: ServerOptions = server_options(**options)
+        self.port = port
+        self.host = host
+        self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
+        self.stats = Stats()
+        self._handlers = HandlerRegistry()
+        self._middleware: list[Middleware] = []
+        self._routes = Router()
+        self._ws_options = self.options.websocket_options()
+        self._server: WebSocketServer | None = None
+        self._errors = RateLimitedLog(logger)
+        self._admissions: set[asyncio.Task[Any]] = set()
+
+    # ----------------------------------------------------------------- events
+
+    @overload
+    def on(self, event: str) -> Callable[[F], F]: ...
+
+    @overload
+    def on(self, event: str, handler: F) -> F: ...
+
+    def on(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
+        """Register a server event handler: ``connection`` (socket), ``disconnect`` (socket,
+        reason), ``listening`` (), ``error`` (error, socket or None), ``close`` ()."""
+        if event not in SERVER_EVENTS:
+            raise ValueError(
+                f"the server emits {sorted(SERVER_EVENTS)}; register client events on the socket "
+                f"inside a 'connection' handler (socket.on({event!r}, ...))"
+            )
+        if handler is None:
+
+            def register(fn: F) -> F:
+                self._handlers.on(event, fn)
+                return fn
+
+            return register
+        self._handlers.on(event, handler)
+        return handler
+
+    def off(self, event: str | None = None, handler: Callable[..., Any] | None = None) -> None:
+        """Remove a server event handler (or all of an event, or all)."""
+        self._handlers.off(event, handler)
+
+    def _emit_server_event(self, event: str, *args: Any) -> None:
+        handlers = self._handlers.get(event)
+        if not handlers:
+            return
+        for handler in handlers:
+            try:
+                result = invoke(handler, args)
+            except Exception as exc:
+                self._handler_error(event, exc, args)
+                continue
+            if type(result) is Suspended:
+                result.task.add_done_callback(partial(self._task_done, event, args))
+
+    def _task_done(self, event: str, args: tuple[Any, ...], task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            assert error is not None
+            self._handler_error(event, error, args)
+
+    def _handler_error(self, event: str, error: BaseException, args: tuple[Any, ...]) -> None:
+        self.stats.handler_errors += 1
+        socket = args[0] if args and isinstance(args[0], Socket) else None
+        if event == "error":
+            self._errors.error("error-handler", "an 'error' handler raised", error)
+            return
+        self.report_error(error, socket)
+
+    # ------------------------------------------------------------- middleware
+
+    def use(self, middleware: Callable[..., Any]) -> Callable[..., Any]:
+        """Add a connection middleware: ``def mw(socket, next)`` or ``async def mw(socket)``.
+
+        Middleware run in order during the connect step, before any event of the socket is
+        dispatched; a refusal (``next(error)`` or raising) reaches the client as ``connect_error``
+        with the error's message (and its ``data`` attribute, if any).
+        """
+        self._middleware.append(Middleware(middleware))
+        return middleware
+
+    # ------------------------------------------------------------- broadcasts
+
+    def to(self, rooms: str | Iterable[str]) -> BroadcastOperator:
+        """Target the sockets in ``rooms`` (a room name, a socket id, or several)."""
+        return BroadcastOperator(self.adapter).to(rooms)
+
+    in_ = to
+
+    def except_(self, rooms: str | Iterable[str]) -> BroadcastOperator:
+        """Target every socket except those in ``rooms``."""
+        return BroadcastOperator(self.adapter).except_(rooms)
+
+    @property
+    def volatile(self) -> BroadcastOperator:
+        """Broadcast that drops the message for slow clients instead of queueing it."""
+        return BroadcastOperator(self.adapter).volatile
+
+    def broadcast(self, event: str, *args: Any) -> int:
+        """Send ``event`` to every connected socket; return how many it was written to."""
+        return BroadcastOperator(self.adapter).emit(event, *args)
+
+    emit = broadcast
+
+    # ------------------------------------------------------------------ rooms
+
+    @property
+    def room_names(self) -> list[str]:
+        """Every room with at least one socket."""
+        return self.adapter.room_names()
+
+    def get_room_size(self, room: str) -> int:
+        return self.adapter.room_size(room)
+
+    def delete_room(self, room: str) -> None:
+        """Empty a room; its sockets stay connected."""
+        self.adapter.delete_room(room)
+
+    @property
+    def connection_count(self) -> int:
+        """Connected sockets (past their middleware)."""
+        return self.adapter.local_count()
+
+    @property
+    def sockets(self) -> Mapping[str, Socket]:
+        """Connected sockets by id."""
+        return _SocketsView(self.adapter)
+
+    # ------------------------------------------------------------------- HTTP
+
+    def route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable[[F], F]:
+        """Serve a plain HTTP route on the same port: ``@server.route("/status")``."""
+
+        def register(fn: F) -> F:
+            self._routes.add(path, fn, tuple(methods))
+            return fn
+
+        return register
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /health`` answers."""
+        stats = self.stats
+        return {
+            "status": "ok",
+            "connections": self.connection_count,
+            "rooms": len(self.adapter.room_names()),
+            "uptime": round(stats.uptime, 3),
+            "memory": current_rss(),
+            "messages_in": stats.messages_in,
+            "messages_out": stats.messages_out,
+            "messages_per_second": round(stats.messages_per_second, 1),
+        }
+
+    def _gauges(self) -> dict[str, float]:
+        return {
+            "connected_sockets": self.connection_count,
+            "rooms": len(self.adapter.room_names()),
+            "uptime_seconds": self.stats.uptime,
+            "resident_memory_bytes": current_rss(),
+            "messages_per_second": self.stats.messages_per_second,
+        }
+
+    def _http(self, request: Request) -> Any:
+        if request.path in self._routes:
+            return self._routes.handle(request)
+        if self.options.monitoring and request.method in ("GET", "HEAD"):
+            if request.path == "/health":
+                return json_response(self.health())
+            if request.path == "/metrics":
+                return http_response(
+                    200,
+                    render_prometheus(self.stats, self._gauges),
+                    content_type="text/plain; version=0.0.4; charset=utf-8",
+                )
+        if request.path == (self.options.path or "/"):
+            return http_response(
+                HTTPStatus.UPGRADE_REQUIRED,
+                b"This is a NanoSocket endpoint: connect with a WebSocket client.\n",
+                headers=[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
+            )
+        return None
+
+    # ------------------------------------------------------ ConnectionHost
+
+    def _on_websocket(self, ws: WebSocket, request: Request) -> None:
+        Socket(self, ws, request)._start()
+
+    def admit(self, socket: Socket) -> None:
+        if not self._middleware:
+            socket._accept()
+            return
+        try:
+            outcome = run_eagerly(run_chain(self._middleware, socket))
+        except Exception as exc:
+            socket._reject(exc)
+            return
+        if isinstance(outcome, asyncio.Task):
+            self._admissions.add(outcome)
+            outcome.add_done_callback(lambda task: self._admitted(socket, task))
+        else:
+            socket._accept()
+
+    def _admitted(self, socket: Socket, task: asyncio.Task[Any]) -> None:
+        self._admissions.discard(task)
+        if task.cancelled():
+            socket._reject(ConnectError("connection refused"))
+            return
+        error = task.exception()
+        if error is None:
+            socket._accept()
+        elif isinstance(error, Exception):
+            socket._reject(error)
+        else:
+            socket._reject(ConnectError("connection refused"))
+
+    def socket_connected(self, socket: Socket) -> None:
+        self.stats.connections_total += 1
+        self._emit_server_event("connection", socket)
+
+    def socket_disconnected(self, socket: Socket, reason: str) -> None:
+        self.stats.disconnections_total += 1
+        self._emit_server_event("disconnect", socket, reason)
+
+    def report_error(self, error: BaseException, socket: Socket | None) -> None:
+        where = f" (socket {socket.id})" if socket is not None else ""
+        self._errors.error(type(error).__name__, f"handler raised{where}: {error!r}", error)
+        self._emit_server_event("error", error, socket)
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def listen(self, port: int | None = None, host: str | None = None) -> None:
+        """Start accepting connections (``port=0`` picks a free port; read it from ``server.port``)."""
+        if self._server is not None:
+            raise RuntimeError("the server is already listening")
+        server = WebSocketServer(
+            self._on_websocket,
+            options=self._ws_options,
+            allowed_origins=self.options.cors,
+            http_handler=self._http,
+            path=self.options.path,
+        )
+        await server.listen(host if host is not None else self.host, self.port if port is None else port)
+        self._server = server
+        self.port = server.port
+        if host is not None:
+            self.host = host
+        self.stats.start_sampling()
+        self._emit_server_event("listening")
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.listening
+
+    async def close(self) -> None:
+        """Stop listening, close every client with 1001, and return when all are gone."""
+        server = self._server
+        if server is None:
+            return
+        self._server = None
+        for member in self.adapter.local_members():
+            socket = member
+            if isinstance(socket, Socket):
+                socket._disconnect_reason = "server shutting down"
+        await server.close(1001, "server shutting down")
+        for task in list(self._admissions):
+            task.cancel()
+        self.stats.stop_sampling()
+        await self.adapter.close()
+        self._emit_server_event("close")
+
+    async def serve_forever(self) -> None:
+        """Listen (if not yet) and serve until SIGINT or SIGTERM, then close gracefully."""
+        if self._server is None:
+            await self.listen()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.close()
+
+    def run(self) -> None:
+        """Run the server on uvloop until SIGINT/SIGTERM (blocking)."""
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+        async def main() -> None:
+            await self.listen()
+            logger.info("NanoSocket listening on %s:%s", self.host, self.port)
+            await self.serve_forever()
+
+        uvloop.run(main())
+
+    async def __aenter__(self) -> NanoSocket:
+        await self.listen()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "listening" if self.listening else "stopped"
+        return f"<NanoSocket {state} {self.host}:{self.port} connections={self.connection_count}>"

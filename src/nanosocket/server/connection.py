@@ -1,0 +1,387 @@
+"""Per-connection glue: messages in → envelopes dispatched to handlers; frames out.
+
+``Connection`` is the base of ``Socket``: this module owns what happens to a client's frames (the
+connect step, decoding, dispatch, acks, errors and their close codes); ``socket.py`` owns the
+public API. One object per client, not two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from enum import IntEnum
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..adapters.base import Adapter
+from ..dispatch import AckTable, HandlerRegistry, Suspended, invoke
+from ..errors import ConnectError, ProtocolError, connection_closed
+from ..options import ServerOptions
+from ..protocol.envelope import (
+    MAX_BATCH,
+    PEER_RESERVED_EVENTS,
+    EnvelopeError,
+    decode_binary,
+    decode_text,
+    encode,
+    encode_ack,
+    encode_ack_error,
+    read_envelope,
+)
+from ..protocol.frames import BINARY, TEXT, build_frame
+from ..protocol.handshake import Request
+from ..transport import SendStatus, WebSocket
+from .metrics import Stats
+
+if TYPE_CHECKING:
+    from .socket import Socket
+
+__all__ = ["Connection", "ConnectionHost", "SocketState", "new_socket_id"]
+
+logger = logging.getLogger("nanosocket.server")
+
+V1_SUBPROTOCOL = "nanosocket.v1"
+
+
+def new_socket_id() -> str:
+    """An unguessable socket id (120 random bits, URL-safe, 20 characters)."""
+    return secrets.token_urlsafe(15)
+
+
+class SocketState(IntEnum):
+    """Where a socket is in its life."""
+
+    CONNECTING = 0  #: upgraded; waiting for ``$connect`` and the middleware chain
+    CONNECTED = 1  #: accepted: events flow
+    DISCONNECTED = 2  #: gone
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the server that owns it."""
+
+    options: ServerOptions
+    adapter: Adapter
+    stats: Stats
+
+    def admit(self, socket: Socket) -> None:
+        """Run the connect step (middleware) for a socket whose ``$connect`` has arrived."""
+
+    def socket_connected(self, socket: Socket) -> None:
+        """The socket passed its middleware: count it and run the ``connection`` handlers."""
+
+    def socket_disconnected(self, socket: Socket, reason: str) -> None:
+        """A connected socket is gone: run the ``disconnect`` handlers."""
+
+    def report_error(self, error: BaseException, socket: Socket | None) -> None:
+        """A handler raised: log (rate-limited) and run the ``error`` handlers."""
+
+
+def _close_reason(code: int, reason: str) -> str:
+    """The disconnect reason handlers see for a close the server did not initiate itself."""
+    if code in (1000, 1005):
+        return "client disconnect"
+    if code == 1001:
+        return "client going away"
+    if code == 1006:
+        return "transport close"
+    if code == 1011 and reason == "ping timeout":
+        return "ping timeout"
+    if code == 1008 and reason == "backpressure limit exceeded":
+        return "slow consumer"
+    return "transport error"
+
+
+class Connection:
+    """The server side of one client: its connect step, dispatch and acks."""
+
+    __slots__ = (
+        "_acks",
+        "_address",
+        "_auth",
+        "_data",
+        "_deadline",
+        "_disconnect_reason",
+        "_handlers",
+        "_host",
+        "_pending",
+        "_request",
+        "_state",
+        "_time",
+        "_v1",
+        "_ws",
+        "id",
+    )
+
+    def __init__(self, host: ConnectionHost, ws: WebSocket, request: Request) -> None:
+        self.id = new_socket_id()
+        self._host = host
+        self._ws = ws
+        self._request = request
+        self._time = time.time()
+        address = ws.remote_address
+        self._address = address[0] if address is not None else ""
+        self._auth: Any = None
+        self._state = SocketState.CONNECTING
+        self._v1 = ws.subprotocol == V1_SUBPROTOCOL
+        self._handlers: HandlerRegistry | None = None
+        self._acks: AckTable | None = None
+        self._pending: list[str | bytes] | None = None
+        self._data: dict[str, Any] | None = None
+        self._disconnect_reason: str | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        ws.on_message = self._receive
+        ws.on_close = self._closed
+
+    def _start(self) -> None:
+        """Begin the connect step: a v1 client sends ``$connect`` first; others go straight on.
+
+        The whole step (``$connect`` and middleware) must end within ``handshake_timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self._host.options.handshake_timeout, self._connect_timed_out)
+        if not self._v1:
+            self._auth = {}
+            self._host.admit(self._as_socket())
+
+    def _connect_timed_out(self) -> None:
+        self._deadline = None
+        if self._state is SocketState.CONNECTING:
+            self._violation(EnvelopeError("the connect step did not finish within handshake_timeout"))
+
+    def _end_connect_step(self) -> None:
+        deadline = self._deadline
+        if deadline is not None:
+            deadline.cancel()
+            self._deadline = None
+
+    def _as_socket(self) -> Socket:
+        return self  # type: ignore[return-value]  # every Connection is a Socket
+
+    # ------------------------------------------------------------- messages in
+
+    def _receive(self, message: str | bytes) -> None:
+        if self._state is not SocketState.CONNECTED:
+            self._receive_early(message)
+            return
+        host = self._host
+        host.stats.messages_in += 1
+        try:
+            decoded = decode_text(message) if type(message) is str else decode_binary(message)  # type: ignore[arg-type]
+            if type(decoded) is list:
+                if len(decoded) > MAX_BATCH:
+                    raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
+                for envelope in decoded:
+                    self._envelope(envelope)
+                    if self._state is not SocketState.CONNECTED:
+                        break
+            else:
+                self._envelope(decoded)
+        except ProtocolError as exc:
+            self._violation(exc)
+
+    def _envelope(self, envelope: Any) -> None:
+        event, args, ack, error = read_envelope(envelope)
+        if event is None:
+            assert ack is not None
+            acks = self._acks
+            if acks is None or not acks.resolve(ack, args, error):
+                self._host.stats.unknown_acks += 1
+            return
+        self._dispatch(event, args, ack)
+
+    def _dispatch(self, event: str, args: list[Any], ack: int | None) -> None:
+        if event[0] == "$" or event in PEER_RESERVED_EVENTS:
+            self._refuse(event, ack)
+            return
+        handlers = self._handlers.get(event) if self._handlers is not None else None
+        if handlers is None:
+            if ack is not None:
+                self._send_ack_error(ack, f"no handler for event {event!r}")
+            return
+        for handler in handlers:
+            try:
+                result = invoke(handler, args)
+            except Exception as exc:
+                self._handler_failed(exc, ack)
+                ack = None
+                continue
+            if type(result) is Suspended:
+                result.task.add_done_callback(partial(self._handler_finished, ack))
+            elif ack is not None:
+                self._send_ack(ack, result)
+            # Only the first handler of an event answers its ack.
+            ack = None
+
+    def _handler_finished(self, ack: int | None, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            if ack is not None:
+                self._send_ack_error(ack, "handler cancelled")
+            return
+        error = task.exception()
+        if error is not None:
+            self._handler_failed(error, ack)
+        elif ack is not None:
+            self._send_ack(ack, task.result())
+
+    def _handler_failed(self, error: BaseException, ack: int | None) -> None:
+        self._host.stats.handler_errors += 1
+        if ack is not None:
+            self._send_ack_error(ack, str(error) or type(error).__name__, type=type(error).__name__)
+        self._host.report_error(error, self._as_socket())
+        self._emit_local("error", error)
+
+    def _refuse(self, event: str, ack: int | None) -> None:
+        message = f"event name {event!r} is reserved"
+        if ack is not None:
+            self._send_ack_error(ack, message)
+        self.send_frame(build_frame(TEXT, encode({"event": "$error", "data": [{"message": message}]})[0]))
+
+    def _violation(self, error: ProtocolError) -> None:
+        """Malformed input: close this connection with the error's code, nothing else."""
+        self._host.stats.protocol_errors += 1
+        logger.debug("closing %s: %s", self.id, error)
+        self._disconnect_reason = "parse error"
+        self._ws.close(error.close_code, str(error)[:120])
+
+    # -------------------------------------------------------- the connect step
+
+    def _receive_early(self, message: str | bytes) -> None:
+        if self._state is SocketState.DISCONNECTED:
+            return
+        if self._auth is None:
+            # A v1 client's first frame must be its $connect.
+            try:
+                decoded = decode_text(message) if type(message) is str else decode_binary(message)  # type: ignore[arg-type]
+                event, args, _, _ = read_envelope(decoded)
+                if event != "$connect":
+                    raise EnvelopeError("the first message must be $connect")
+            except ProtocolError as exc:
+                self._violation(exc)
+                return
+            auth = args[0] if args else None
+            self._auth = auth if auth is not None else {}
+            self._host.admit(self._as_socket())
+            return
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = []
+        if len(pending) >= self._host.options.max_pending_messages:
+            self._violation(EnvelopeError("too many messages before the connection was accepted"))
+            return
+        pending.append(message)
+
+    def _accept(self) -> None:
+        """The middleware chain passed: the socket is connected; queued messages follow."""
+        if self._state is not SocketState.CONNECTING or not self._ws.open:
+            return
+        self._end_connect_step()
+        self._state = SocketState.CONNECTED
+        host = self._host
+        host.adapter.register(self._as_socket())
+        if self._v1:
+            self._send_envelope({"event": "$connect", "data": [{"id": self.id}]})
+        host.socket_connected(self._as_socket())
+        pending, self._pending = self._pending, None
+        if pending:
+            for message in pending:
+                if self._state is not SocketState.CONNECTED:
+                    break
+                self._receive(message)
+
+    def _reject(self, error: BaseException) -> None:
+        """The middleware chain refused: tell the client why and close with 1008."""
+        if self._state is not SocketState.CONNECTING:
+            return
+        self._end_connect_step()
+        self._host.stats.connections_rejected += 1
+        detail = error.data if isinstance(error, ConnectError) else getattr(error, "data", None)
+        body = {"message": str(error) or type(error).__name__, "data": detail}
+        event = "$connect_error" if self._v1 else "connect_error"
+        try:
+            self._send_envelope({"event": event, "data": [body]})
+        except TypeError:
+            self._send_envelope({"event": event, "data": [{"message": body["message"], "data": None}]})
+        self._ws.close(1008, "connection refused")
+
+    # ------------------------------------------------------------ frames out
+
+    def send_frame(self, frame: bytes, volatile: bool = False) -> SendStatus:
+        """Write a ready-made frame (the adapter's fan-out calls this for every recipient)."""
+        status = self._ws.send_frame(frame, volatile)
+        stats = self._host.stats
+        if status:
+            stats.messages_out += 1
+            stats.bytes_out += len(frame)
+        elif volatile:
+            stats.volatile_dropped += 1
+        return status
+
+    def _send_envelope(self, envelope: dict[str, Any]) -> SendStatus:
+        payload, binary = encode(envelope)
+        return self.send_frame(build_frame(BINARY if binary else TEXT, payload))
+
+    def _send_ack(self, ack: int, result: Any) -> None:
+        try:
+            payload, binary = encode_ack(ack, [result])
+        except TypeError as exc:
+            self._handler_failed(TypeError(f"handler result cannot be sent: {exc}"), ack)
+            return
+        self.send_frame(build_frame(BINARY if binary else TEXT, payload))
+
+    def _send_ack_error(self, ack: int, message: str, **detail: Any) -> None:
+        self.send_frame(build_frame(TEXT, encode_ack_error(ack, message, **detail)))
+
+    # ----------------------------------------------------------------- local
+
+    def _registry(self) -> HandlerRegistry:
+        handlers = self._handlers
+        if handlers is None:
+            handlers = self._handlers = HandlerRegistry()
+        return handlers
+
+    def _emit_local(self, event: str, *args: Any) -> None:
+        """Run this socket's own handlers of a local event (disconnect, error); never raises."""
+        handlers = self._handlers.get(event) if self._handlers is not None else None
+        if not handlers:
+            return
+        for handler in handlers:
+            try:
+                result = invoke(handler, args)
+            except Exception:
+                logger.exception("socket %r handler raised", event)
+                continue
+            if type(result) is Suspended:
+                result.task.add_done_callback(_log_failure(event))
+
+    def _closed(self, code: int, reason: str) -> None:
+        """The connection is gone (``ws.on_close``)."""
+        was = self._state
+        self._state = SocketState.DISCONNECTED
+        self._pending = None
+        self._end_connect_step()
+        acks = self._acks
+        if acks is not None:
+            acks.fail_all(connection_closed(code, reason))
+        host = self._host
+        if was is not SocketState.CONNECTED:
+            host.adapter.unregister(self._as_socket())
+            return
+        why = self._disconnect_reason or _close_reason(code, reason)
+        if why == "slow consumer":
+            host.stats.backpressure_closes += 1
+        # Rooms are still readable in "disconnecting"; they are gone by "disconnect".
+        self._emit_local("disconnecting", why)
+        host.adapter.unregister(self._as_socket())
+        self._emit_local("disconnect", why)
+        host.socket_disconnected(self._as_socket(), why)
+
+
+def _log_failure(event: str) -> Callable[[asyncio.Task[Any]], None]:
+    def log(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("socket %r handler raised", event, exc_info=task.exception())
+
+    return log

@@ -1,0 +1,221 @@
+"""Socket: the per-client handle handed to user code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, overload
+
+from ..adapters.base import BroadcastTarget
+from ..dispatch import AckTable
+from ..errors import connection_closed
+from ..protocol.envelope import check_emit_name, encode_event
+from ..protocol.frames import BINARY, TEXT, build_frame
+from ..protocol.handshake import Headers
+from ..transport import SendStatus
+from .broadcast import BroadcastOperator, build_event_frame, room_set
+from .connection import Connection, SocketState
+
+__all__ = ["Handshake", "Socket"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Handshake:
+    """What the client presented when it connected."""
+
+    __slots__ = ("_socket",)
+
+    def __init__(self, socket: Socket) -> None:
+        self._socket = socket
+
+    @property
+    def headers(self) -> Headers:
+        """The upgrade request's headers (case-insensitive)."""
+        return self._socket._request.headers
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The URL's query parameters."""
+        return self._socket._request.query
+
+    @property
+    def auth(self) -> Any:
+        """The auth payload of the client's ``$connect`` (``{}`` when it sent none)."""
+        return self._socket._auth
+
+    @property
+    def url(self) -> str:
+        """The request target (path and query)."""
+        return self._socket._request.target
+
+    @property
+    def time(self) -> float:
+        """When the connection was accepted (seconds since the epoch)."""
+        return self._socket._time
+
+    @property
+    def address(self) -> str:
+        """The client's IP address."""
+        return self._socket._address
+
+    def __repr__(self) -> str:
+        return f"Handshake(url={self.url!r}, address={self.address!r}, auth={self.auth!r})"
+
+
+class _VolatileEmitter:
+    __slots__ = ("_socket",)
+
+    def __init__(self, socket: Socket) -> None:
+        self._socket = socket
+
+    def emit(self, event: str, *args: Any) -> SendStatus:
+        """Emit, dropping the message (DROPPED) when the client is slow."""
+        return self._socket.send_frame(build_event_frame(event, args), volatile=True)
+
+
+class Socket(Connection):
+    """One connected client, as the server's handlers see it."""
+
+    __slots__ = ()
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def connected(self) -> bool:
+        return self._state is SocketState.CONNECTED
+
+    @property
+    def remote_address(self) -> str:
+        """The client's IP address."""
+        return self._address
+
+    @property
+    def handshake(self) -> Handshake:
+        return Handshake(self)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """A free dictionary for the application (created on first use)."""
+        data = self._data
+        if data is None:
+            data = self._data = {}
+        return data
+
+    @property
+    def joined_rooms(self) -> set[str]:
+        """The rooms this socket is in (a copy)."""
+        return self._host.adapter.rooms_of(self)
+
+    # --------------------------------------------------------------- sending
+
+    def emit(self, event: str, *args: Any) -> SendStatus:
+        """Send ``event`` with ``args`` to this client; DROPPED when it is not connected."""
+        if self._state is not SocketState.CONNECTED:
+            check_emit_name(event)
+            return SendStatus.DROPPED
+        return self.send_frame(build_event_frame(event, args))
+
+    @property
+    def volatile(self) -> _VolatileEmitter:
+        """``socket.volatile.emit(...)`` drops the message rather than queue it for a slow client."""
+        return _VolatileEmitter(self)
+
+    async def call(self, event: str, *args: Any, timeout: float | None = None) -> Any:
+        """Emit ``event`` and wait for the client's acknowledgement; return its value.
+
+        Raises AckTimeoutError after ``timeout`` (default: the server's ack_timeout), AckError when
+        the client's handler failed, ConnectionClosed when the connection ends first.
+        """
+        check_emit_name(event)
+        if self._state is not SocketState.CONNECTED:
+            raise connection_closed(1006, "socket is not connected")
+        acks = self._acks
+        if acks is None:
+            acks = self._acks = AckTable()
+        ack_id, future = acks.create(timeout if timeout is not None else self._host.options.ack_timeout)
+        payload, binary = encode_event(event, args, ack_id)
+        if not self.send_frame(build_frame(BINARY if binary else TEXT, payload)):
+            acks.discard(ack_id)
+            raise connection_closed(self._ws.close_code or 1006, "could not send")
+        return await future
+
+    # ---------------------------------------------------------------- events
+
+    @overload
+    def on(self, event: str) -> Callable[[F], F]: ...
+
+    @overload
+    def on(self, event: str, handler: F) -> F: ...
+
+    def on(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
+        """Register a handler for ``event`` (also usable as ``@socket.on(event)``)."""
+        if handler is None:
+
+            def register(fn: F) -> F:
+                self._registry().on(event, fn)
+                return fn
+
+            return register
+        self._registry().on(event, handler)
+        return handler
+
+    @overload
+    def once(self, event: str) -> Callable[[F], F]: ...
+
+    @overload
+    def once(self, event: str, handler: F) -> F: ...
+
+    def once(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
+        """Register a handler that runs for the next ``event`` only."""
+        if handler is None:
+
+            def register(fn: F) -> F:
+                self._registry().on(event, fn, once=True)
+                return fn
+
+            return register
+        self._registry().on(event, handler, once=True)
+        return handler
+
+    def off(self, event: str | None = None, handler: Callable[..., Any] | None = None) -> None:
+        """Remove a handler, all handlers of ``event``, or every handler."""
+        if self._handlers is not None:
+            self._handlers.off(event, handler)
+
+    # ----------------------------------------------------------------- rooms
+
+    def join(self, rooms: str | Iterable[str]) -> None:
+        """Join one room or several."""
+        self._host.adapter.join(self, room_set(rooms))
+
+    def leave(self, room: str) -> None:
+        """Leave a room."""
+        self._host.adapter.leave(self, room)
+
+    def to(self, rooms: str | Iterable[str]) -> BroadcastOperator:
+        """Broadcast to ``rooms``, leaving this socket out."""
+        return BroadcastOperator(
+            self._host.adapter, BroadcastTarget(rooms=room_set(rooms), except_ids=frozenset((self.id,)))
+        )
+
+    in_ = to
+
+    @property
+    def broadcast(self) -> BroadcastOperator:
+        """Broadcast to every socket but this one."""
+        return BroadcastOperator(self._host.adapter, BroadcastTarget(except_ids=frozenset((self.id,))))
+
+    # ------------------------------------------------------------ disconnect
+
+    def disconnect(self, close: bool = True) -> None:
+        """Disconnect this client: with the closing handshake (1000), or dropped at once."""
+        if self._state is SocketState.DISCONNECTED:
+            return
+        self._disconnect_reason = "server disconnect"
+        if close:
+            self._ws.close(1000, "server disconnect")
+        else:
+            self._ws.abort()
+
+    def __repr__(self) -> str:
+        return f"<Socket {self.id} {self._state.name.lower()} {self._address}>"
