@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m nanosocket echo-server --host 127.0.0.1 --port $(PORT) --log-level INFO
+	$(PY) examples/chat/app.py --port $(PORT)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks examples
