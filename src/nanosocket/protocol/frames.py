@@ -111,7 +111,8 @@ def parse_header(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, 
 
     Returns ``(first_byte, second_byte, payload_length, header_length)`` (the mask key, when
     present, is the last 4 bytes of the header) or None when the header is not complete yet.
-    Raises ProtocolError for a non-minimal or out-of-range 64-bit length.
+    Raises ProtocolError for a length not minimally encoded (RFC 6455 §5.2) or a 64-bit length
+    with its most significant bit set.
     """
     if end - pos < 2:
         return None
@@ -123,6 +124,8 @@ def parse_header(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, 
         if end - pos < 4:
             return None
         length = _U16.unpack_from(buf, pos + 2)[0]
+        if length < 126:
+            raise ProtocolError("frame length not minimally encoded")
         header_length = 4
     elif length == 127:
         if end - pos < 10:
@@ -130,6 +133,8 @@ def parse_header(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, 
         length = _U64.unpack_from(buf, pos + 2)[0]
         if length >> 63:
             raise ProtocolError("frame length has its most significant bit set")
+        if length < 65536:
+            raise ProtocolError("frame length not minimally encoded")
         header_length = 10
     if second & MASK_BIT:
         header_length += 4

@@ -79,11 +79,12 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._items!r})"
 
 
-def _tokens(value: str | None) -> list[str]:
-    """Comma-separated header tokens, lower-cased."""
+def _tokens(value: str | None, *, lower: bool = True) -> list[str]:
+    """Comma-separated header tokens, lower-cased unless ``lower`` is false."""
     if not value:
         return []
-    return [token.strip().lower() for token in value.split(",") if token.strip()]
+    tokens = [token.strip() for token in value.split(",") if token.strip()]
+    return [token.lower() for token in tokens] if lower else tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +133,12 @@ class _HeadReader:
         self.trailing = b""
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        if not self._complete:  # a pipelined request's URL must not extend ours
+            self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._complete:  # a header of a pipelined request
+            return
         if len(self._headers) >= self._max_headers:
             raise InvalidHandshake(
                 f"more than {self._max_headers} header lines",
@@ -178,16 +182,22 @@ class RequestReader(_HeadReader):
     def __init__(self, max_size: int, max_headers: int) -> None:
         super().__init__(max_size, max_headers)
         self._parser = httptools.HttpRequestParser(self)
+        self._keep_alive = True
+
+    def on_headers_complete(self) -> None:
+        # llhttp resets its flags once the message is complete: read keep-alive while it is known.
+        if not self._complete:
+            self._keep_alive = self._parser.should_keep_alive()
+        super().on_headers_complete()
 
     def feed(self, data: bytes) -> Request | None:
         if not self._feed(self._parser, data):
             return None
-        parser = self._parser
         return Request(
-            method=parser.get_method().decode("ascii"),
+            method=self._parser.get_method().decode("ascii"),
             target=self._url.decode("latin-1"),
             headers=Headers(self._headers),
-            keep_alive=parser.should_keep_alive(),
+            keep_alive=self._keep_alive,
         )
 
 
@@ -250,7 +260,9 @@ def check_upgrade(request: Request, subprotocols: tuple[str, ...] = ()) -> tuple
         raise InvalidHandshake("Sec-WebSocket-Key is not base64") from exc
     if len(raw) != 16:
         raise InvalidHandshake("Sec-WebSocket-Key must encode 16 bytes")
-    selected = _select_subprotocol(_tokens(headers.get("sec-websocket-protocol")), subprotocols)
+    # Subprotocol names are case-sensitive: the client checks the echoed name exactly.
+    offered = _tokens(headers.get("sec-websocket-protocol"), lower=False)
+    selected = _select_subprotocol(offered, subprotocols)
     return key[0].strip(), selected
 
 
@@ -317,7 +329,10 @@ def origin_allowed(request: Request, allowed: tuple[str, ...] | None, *, secure:
     origin = origin.strip()
     if allowed is not None:
         return "*" in allowed or origin.rstrip("/").lower() in allowed
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
     origin_hp = _host_port(parts.netloc, parts.scheme)

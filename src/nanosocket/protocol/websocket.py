@@ -202,8 +202,11 @@ class WebSocketConnection:
                     raise ProtocolError("control frame payload too long")
             elif opcode > BINARY:
                 raise ProtocolError(f"reserved opcode {opcode:#x}")
-            else:
+            elif self.state is State.OPEN:
                 self._check_data_frame(opcode, length, max_payload)
+            elif length > max_payload:
+                # After our close, data frames are discarded unread: only their size matters.
+                raise PayloadTooBig(f"message larger than {max_payload} bytes")
             frame_end = pos + header_length + length
             if frame_end > end:
                 self._need = frame_end - pos
@@ -218,10 +221,11 @@ class WebSocketConnection:
             pos = frame_end
             if opcode >= CLOSE:
                 self._control_frame(opcode, payload)
-                if self.state is State.CLOSED:
-                    return end
             elif self.state is State.OPEN:
                 self._data_frame(opcode, first & FIN, payload)
+            if self.state is State.CLOSED:
+                # The peer's close, or a failure from a handler callback: ignore the rest.
+                return end
         return pos
 
     def _check_data_frame(self, opcode: int, length: int, max_payload: int) -> None:
