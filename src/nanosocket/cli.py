@@ -17,9 +17,9 @@ from collections.abc import Coroutine, Sequence
 
 import uvloop
 
+from . import Request
 from .endpoint import WebSocketServer
 from .options import WebSocketOptions
-from .protocol.handshake import Request
 from .transport import WebSocket
 
 __all__ = ["main"]

@@ -145,6 +145,8 @@ class ServerOptions:
     def __post_init__(self) -> None:
         _check_positive_int("max_pending_messages", self.max_pending_messages)
         _check_seconds("ack_timeout", self.ack_timeout)
+        if not isinstance(self.monitoring, bool):
+            raise ConfigurationError(f"monitoring must be True or False, got {self.monitoring!r}")
         _check_origins(self.cors)
         if self.path is not None and (not isinstance(self.path, str) or not self.path.startswith("/")):
             raise ConfigurationError(f"path must start with '/', got {self.path!r}")
