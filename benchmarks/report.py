@@ -1,0 +1,298 @@
+"""Turns run records into the report: median and spread per figure, a markdown table with the
+ratio NanoSocket / peer, a JSON file with everything, and a PNG chart (when matplotlib is there)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .scenarios import LOADGEN_CPU, SCENARIOS, Metric, Scenario
+
+__all__ = ["Stat", "render_markdown", "summarize", "write_chart", "write_json"]
+
+DASH = "\u2013"  # the en dash of a range: 1.2k-1.4k
+TIMES = "\u00d7"  # the multiplication sign of a ratio: 0.62x
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """A figure over repeated runs: the median and the spread (min-max)."""
+
+    median: float
+    low: float
+    high: float
+    runs: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"median": self.median, "min": self.low, "max": self.high, "runs": self.runs}
+
+
+Summary = dict[str, dict[str, dict[str, Stat]]]  # scenario -> server -> metric -> Stat
+
+
+def summarize(records: list[dict[str, Any]]) -> Summary:
+    """Median and spread of every metric, over the runs that produced it."""
+    values: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for record in records:
+        per_metric = values.setdefault(record["scenario"], {}).setdefault(record["server"], {})
+        for key, value in record["metrics"].items():
+            per_metric.setdefault(key, []).append(float(value))
+    return {
+        scenario: {
+            server: {
+                key: Stat(statistics.median(vals), min(vals), max(vals), len(vals))
+                for key, vals in metrics.items()
+            }
+            for server, metrics in servers.items()
+        }
+        for scenario, servers in values.items()
+    }
+
+
+def _si(value: float) -> str:
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def fmt(value: float, unit: str) -> str:
+    """A figure in a readable unit."""
+    if unit == "µs":
+        if value >= 1e6:
+            return f"{value / 1e6:.2f} s"
+        if value >= 1e3:
+            return f"{value / 1e3:.2f} ms"
+        return f"{value:.0f} µs"
+    if unit == "/s":
+        return _si(value)
+    if unit == "%":
+        return f"{value:.0f}%"
+    if unit in ("MB", "MB/s"):
+        return f"{value:.1f} {unit}"
+    if unit == "B":
+        return f"{value:,.0f} B"
+    if unit == "s":
+        return f"{value:.2f} s"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.3g}"
+
+
+def _cell(stat: Stat | None, metric: Metric) -> str:
+    if stat is None:
+        return "—"
+    text = fmt(stat.median, metric.unit)
+    if stat.runs > 1 and stat.low != stat.high:
+        text += f" ({fmt(stat.low, metric.unit)}{DASH}{fmt(stat.high, metric.unit)})"
+    return text
+
+
+def _ratio(ours: Stat | None, peer: Stat | None, metric: Metric) -> str:
+    if ours is None or peer is None or metric.better is None or peer.median == 0:
+        return ""
+    ratio = ours.median / peer.median
+    good = ratio >= 1 if metric.better == "higher" else ratio <= 1
+    return f"{ratio:.2f}{TIMES}" + (" ✓" if good else "")
+
+
+def _arrow(metric: Metric) -> str:
+    return {"higher": " ↑", "lower": " ↓"}.get(metric.better or "", "")
+
+
+def _scenario_table(
+    scenario: Scenario, stats: dict[str, dict[str, Stat]], servers: list[str], baseline: str
+) -> str:
+    peers = [s for s in servers if s != baseline]
+    head = ["metric", *servers, *(f"{baseline} / {peer}" for peer in peers)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for metric in scenario.metrics:
+        row_stats = [stats.get(server, {}).get(metric.key) for server in servers]
+        if all(s is None for s in row_stats):
+            continue
+        ours = stats.get(baseline, {}).get(metric.key)
+        cells = [metric.label + _arrow(metric), *(_cell(s, metric) for s in row_stats)]
+        cells += [_ratio(ours, stats.get(peer, {}).get(metric.key), metric) for peer in peers]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _summary_table(summary: Summary, scenarios: list[str], servers: list[str], baseline: str) -> str:
+    peers = [s for s in servers if s != baseline]
+    head = ["scenario", "figure", *servers, *(f"{baseline} / {peer}" for peer in peers), "max loadgen CPU"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in scenarios:
+        scenario = SCENARIOS[name]
+        stats = summary.get(name, {})
+        metric = next(m for m in scenario.metrics if m.key == scenario.headline)
+        ours = stats.get(baseline, {}).get(metric.key)
+        cells = [scenario.title, metric.label + _arrow(metric)]
+        cells += [_cell(stats.get(server, {}).get(metric.key), metric) for server in servers]
+        cells += [_ratio(ours, stats.get(peer, {}).get(metric.key), metric) for peer in peers]
+        loadgen = [stats[s][LOADGEN_CPU.key].high for s in servers if LOADGEN_CPU.key in stats.get(s, {})]
+        cells.append(f"{max(loadgen):.0f}%" if loadgen else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(
+    summary: Summary,
+    records: list[dict[str, Any]],
+    *,
+    scenarios: list[str],
+    servers: list[str],
+    server_titles: dict[str, str],
+    baseline: str,
+    machine: dict[str, Any],
+    settings: dict[str, Any],
+    command: str,
+) -> str:
+    out: list[str] = ["# NanoSocket benchmark results", ""]
+    out.append(
+        f"Measured {settings['finished']} with `{command}`: {settings['repeats']} run(s) per figure, each "
+        f"on a freshly started server; cells show the median and, in brackets, the spread (min{DASH}max). "
+        f"Echo runs last {settings['duration']:g} s after {settings['warmup']:g} s of warm-up."
+    )
+    out.append("")
+    pin = (
+        "The server ran pinned to core 0 (`taskset -c 0`) and the load generator to core 1."
+        if settings["pinned"]
+        else "Server and load generator were NOT pinned to separate cores (under 2 cores, or no taskset)."
+    )
+    out.append(
+        pin + " ↑ / ↓: higher / lower is better; in the ratio columns ✓ marks where NanoSocket is ahead."
+    )
+    source = settings.get("source") or {}
+    if source.get("commit"):
+        dirty = " plus uncommitted changes in src/" if source.get("src_dirty") else ""
+        out += ["", f"Source measured: commit `{source['commit']}`{dirty}."]
+    out += ["", "## Summary", "", _summary_table(summary, scenarios, servers, baseline), ""]
+    for name in scenarios:
+        scenario = SCENARIOS[name]
+        out += [f"## {scenario.title}", "", f"{scenario.description}.", ""]
+        out += [_scenario_table(scenario, summary.get(name, {}), servers, baseline), ""]
+    out += ["## Servers", ""]
+    out += [f"- **{name}**: {server_titles[name]}" for name in servers]
+    out += ["", "## Machine", ""]
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
+    out += [
+        f"- CPU: {machine['cpu_model']}, {machine['cores']} core(s) ({machine['usable_cores']} usable)",
+        f"- Kernel: {machine['kernel']}; Python {machine['python']}; "
+        f"{machine['compiler'] or 'no C compiler'}",
+        f"- Packages: {packages}",
+        f"- Open files limit: {machine['open_files_limit']}",
+        f"- Load average (1/5/15 min) before: {_loads(machine['load_average'])}, "
+        f"after: {_loads(settings['load_average_after'])}",
+        "",
+    ]
+    out += ["## Notes", ""]
+    out += _notes(summary, records, scenarios, servers)
+    out.append("")
+    return "\n".join(out)
+
+
+def _loads(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def _notes(
+    summary: Summary, records: list[dict[str, Any]], scenarios: list[str], servers: list[str]
+) -> list[str]:
+    notes: list[str] = []
+    loadgen = [
+        (stats[LOADGEN_CPU.key].high, name, server)
+        for name in scenarios
+        for server, stats in summary.get(name, {}).items()
+        if LOADGEN_CPU.key in stats
+    ]
+    if loadgen:
+        top, name, server = max(loadgen)
+        verdict = (
+            "so the server, not the load generator, set the pace"
+            if top < 90
+            else "close to a full core: that figure may be limited by the load generator"
+        )
+        notes.append(
+            f"- The load generator's own CPU (its `getrusage`, over the measured seconds) peaked at "
+            f"{top:.0f}% of its core ({name}, {server}), {verdict}."
+        )
+    others = [
+        stats["others_cpu_pct"].high
+        for name in scenarios
+        for stats in summary.get(name, {}).values()
+        if "others_cpu_pct" in stats
+    ]
+    if others and max(others) >= 5:
+        notes.append(
+            f"- Other processes used up to {max(others):.0f}% of the server's core during some measurements "
+            "(core busy time minus the server's own CPU): figures from this run are noisy."
+        )
+    failed = [r for r in records if not r["ok"]]
+    for record in failed:
+        notes.append(
+            f"- Run {record['scenario']} / {record['server']} #{record['repeat']}: {record['error']}"
+        )
+    if not failed:
+        notes.append(
+            "- Every run completed without a load generator error (no failed connection, no lost reply)."
+        )
+    notes.append(
+        "- Echo latency is per connection, FIFO from send to reply, in a closed loop: with 32 requests in "
+        "flight it is mostly queueing (about in-flight / rate); the ping-pong rows are the unloaded latency."
+    )
+    return notes
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+def write_chart(path: Path, summary: Summary, scenarios: list[str], servers: list[str]) -> bool:
+    """One panel per scenario with its headline figure per server (median, min-max whiskers).
+
+    Returns False when matplotlib is not installed.
+    """
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+    shown = [name for name in scenarios if summary.get(name)]
+    if not shown:
+        return False
+    columns = min(3, len(shown))
+    rows = (len(shown) + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    colors = ["#2b7bba", "#e08a2c", "#4aa35a", "#b0457a", "#7a6bb0", "#888888"]
+    for index, name in enumerate(shown):
+        ax = axes[index // columns][index % columns]
+        scenario = SCENARIOS[name]
+        metric = next(m for m in scenario.metrics if m.key == scenario.headline)
+        labels, medians, tops, low_err, high_err = [], [], [], [], []
+        for server in servers:
+            stat = summary[name].get(server, {}).get(metric.key)
+            if stat is None:
+                continue
+            labels.append(server)
+            medians.append(stat.median)
+            tops.append(stat.high)
+            low_err.append(stat.median - stat.low)
+            high_err.append(stat.high - stat.median)
+        ax.bar(labels, medians, yerr=[low_err, high_err], capsize=4, color=colors[: len(labels)])
+        for x, (value, top) in enumerate(zip(medians, tops, strict=True)):
+            ax.annotate(fmt(value, metric.unit), (x, top), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 4), textcoords="offset points")  # fmt: skip
+        direction = {"higher": "higher is better", "lower": "lower is better"}.get(metric.better or "", "")
+        ax.set_title(f"{scenario.title}\n{metric.label} ({direction})", fontsize=9)
+        ax.set_ylabel("per second" if metric.unit == "/s" else metric.unit, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.margins(y=0.15)
+    for index in range(len(shown), rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return True
