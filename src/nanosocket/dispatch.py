@@ -316,6 +316,19 @@ class AckTable:
             future.set_result(unpack_results(args))
         return True
 
+    def fail(self, ack_id: int, exc: BaseException) -> bool:
+        """Fail one pending request; False when it is no longer pending."""
+        entry = self._pending.pop(ack_id, None)
+        if entry is None:
+            return False
+        future, timer = entry
+        if timer is not None:
+            timer.cancel()
+        if not future.done():
+            future.set_exception(exc)
+            future.exception()
+        return True
+
     def fail_all(self, exc: BaseException) -> None:
         """Fail every pending request (the connection is gone)."""
         pending, self._pending = self._pending, {}

@@ -7,12 +7,20 @@ Every default is the strict application default; raise limits explicitly where a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 from .errors import ConfigurationError
 
-__all__ = ["BackpressurePolicy", "ServerOptions", "ServerOptionsKwargs", "WebSocketOptions"]
+__all__ = [
+    "BackpressurePolicy",
+    "ClientOptions",
+    "ClientOptionsKwargs",
+    "ServerOptions",
+    "ServerOptionsKwargs",
+    "WebSocketOptions",
+]
 
 BackpressurePolicy = Literal["close", "drop"]
 
@@ -199,3 +207,95 @@ def server_options(**values: object) -> ServerOptions:
     elif isinstance(cors, list):
         values["cors"] = tuple(cors)
     return ServerOptions(**values)  # type: ignore[arg-type]
+
+
+def _check_delay(name: str, value: object) -> None:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Options of a NanoSocketClient (the keyword arguments of its constructor)."""
+
+    #: Start connecting as soon as the client is created inside a running event loop.
+    auto_connect: bool = True
+    #: Reconnect after an unexpected loss, and retry a failed first connect.
+    reconnection: bool = True
+    #: Reconnection attempts in a row before giving up (``reconnect_failed``); None: no limit.
+    reconnection_attempts: int | None = None
+    #: Seconds before the first reconnection attempt; doubled for each further attempt.
+    reconnection_delay: float = 1.0
+    #: Longest wait between two attempts, in seconds.
+    reconnection_delay_max: float = 30.0
+    #: Jitter: each wait is randomized by up to this fraction of itself, either way (0..1).
+    randomization_factor: float = 0.5
+    #: Seconds one connection attempt (TCP, upgrade and the server's ``$connect``) may take.
+    timeout: float = 20.0
+    #: Any JSON value sent with ``$connect``; the server's middleware reads it as handshake.auth.
+    auth: Any = None
+    #: Extra HTTP headers of the upgrade request.
+    headers: tuple[tuple[str, str], ...] = ()
+    #: Emits and calls kept while disconnected; when full, the oldest is dropped (0: none kept).
+    max_queue_size: int = 1000
+    #: Default seconds ``call()`` waits for its acknowledgement; None waits as long as it takes.
+    ack_timeout: float | None = None
+    #: The transport's limits and heartbeat; None: the client defaults (WebSocketOptions with
+    #: ``backpressure_policy="drop"``, so a full send buffer drops a send instead of the connection).
+    options: WebSocketOptions | None = None
+
+    def __post_init__(self) -> None:
+        _check_bool("auto_connect", self.auto_connect)
+        _check_bool("reconnection", self.reconnection)
+        if self.reconnection_attempts is not None:
+            _check_positive_int("reconnection_attempts", self.reconnection_attempts, minimum=0)
+        _check_delay("reconnection_delay", self.reconnection_delay)
+        _check_delay("reconnection_delay_max", self.reconnection_delay_max)
+        if self.reconnection_delay_max < self.reconnection_delay:
+            raise ConfigurationError(
+                f"reconnection_delay_max ({self.reconnection_delay_max!r}) must not be less than "
+                f"reconnection_delay ({self.reconnection_delay!r})"
+            )
+        factor = self.randomization_factor
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 0 <= factor <= 1:
+            raise ConfigurationError(f"randomization_factor must be a number from 0 to 1, got {factor!r}")
+        _check_seconds("timeout", self.timeout)
+        if not isinstance(self.headers, tuple) or not all(
+            isinstance(pair, tuple)
+            and len(pair) == 2
+            and all(isinstance(part, str) and "\r" not in part and "\n" not in part for part in pair)
+            and pair[0]
+            for pair in self.headers
+        ):
+            raise ConfigurationError("headers must be (name, value) string pairs without CR or LF")
+        _check_positive_int("max_queue_size", self.max_queue_size, minimum=0)
+        _check_seconds("ack_timeout", self.ack_timeout, optional=True)
+        if self.options is not None and not isinstance(self.options, WebSocketOptions):
+            raise ConfigurationError(f"options must be a WebSocketOptions or None, got {self.options!r}")
+
+
+class ClientOptionsKwargs(TypedDict, total=False):
+    """The keyword arguments ``NanoSocketClient(url, ...)`` accepts (typed for checkers)."""
+
+    auto_connect: bool
+    reconnection: bool
+    reconnection_attempts: int | None
+    reconnection_delay: float
+    reconnection_delay_max: float
+    randomization_factor: float
+    timeout: float
+    auth: Any
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None
+    max_queue_size: int
+    ack_timeout: float | None
+    options: WebSocketOptions | None
