@@ -1,5 +1,6 @@
 """NanoSocket: a fast realtime WebSocket framework for Python."""
 
+from .client import ClientPool, ConnectionState, NanoSocketClient
 from .endpoint import WebSocketServer, connect, serve
 from .errors import (
     AckError,
@@ -26,11 +27,13 @@ __all__ = [
     "AckError",
     "AckTimeoutError",
     "BroadcastOperator",
+    "ClientPool",
     "ConfigurationError",
     "ConnectError",
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "ConnectionState",
     "Handshake",
     "HandshakeError",
     "HandshakeRejected",
@@ -38,6 +41,7 @@ __all__ = [
     "InvalidHandshake",
     "InvalidPayload",
     "NanoSocket",
+    "NanoSocketClient",
     "NanoSocketError",
     "PayloadTooBig",
     "ProtocolError",
