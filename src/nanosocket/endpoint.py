@@ -13,7 +13,7 @@ import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from http import HTTPStatus
 
-from .errors import InvalidHandshake
+from .errors import ConnectionClosed, InvalidHandshake
 from .options import WebSocketOptions
 from .protocol.handshake import (
     Request,
@@ -172,7 +172,9 @@ class WebSocketServer:
     async def _run_handler(self, ws: WebSocket, result: Awaitable[None]) -> None:
         try:
             await result
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, ConnectionClosed) and not ws.open:
+                return  # recv() reported the end of this connection: the handler is done
             logger.exception("connection handler raised; closing with 1011")
             ws.close(1011, "internal error")
 

@@ -100,12 +100,12 @@ class WebSocket(asyncio.Protocol):
         "_inbox",
         "_inbox_waiter",
         "_lost",
+        "_on_message",
         "_options",
         "_reader",
         "_timer",
         "_transport",
         "on_close",
-        "on_message",
         "subprotocol",
     )
 
@@ -132,14 +132,43 @@ class WebSocket(asyncio.Protocol):
         self._closed_waiter: asyncio.Future[None] | None = None
         self._inbox: deque[str | bytes] | None = None
         self._inbox_waiter: asyncio.Future[None] | None = None
-        #: Called with each message; None sends messages to ``recv()``.
-        self.on_message: Callable[[str | bytes], object] | None = None
+        self._on_message: Callable[[str | bytes], object] | None = None
         #: Called once with (code, reason) when the connection is gone.
         self.on_close: Callable[[int, str], object] | None = None
         #: The subprotocol both sides agreed on, if any.
         self.subprotocol: str | None = None
 
     # ------------------------------------------------------------ properties
+
+    @property
+    def on_message(self) -> Callable[[str | bytes], object] | None:
+        """Called with each message; None sends messages to ``recv()``.
+
+        Setting it first hands over, in order, the messages waiting for ``recv()``: those that
+        arrived before the callback could be set (with the upgrade request or the 101 response,
+        or while ``connect()`` returned).
+        """
+        return self._on_message
+
+    @on_message.setter
+    def on_message(self, callback: Callable[[str | bytes], object] | None) -> None:
+        self._on_message = callback
+        inbox = self._inbox
+        if callback is None or not inbox:
+            return
+        was_full = self._inbox_full()
+        corked = self._corked
+        self._corked = True  # replies to the queued messages go out in one write
+        try:
+            while inbox and self._on_message is callback:
+                self._deliver(inbox.popleft())
+        finally:
+            self._corked = corked
+        conn = self._conn
+        if not corked and conn is not None:
+            self._flush(conn)
+        if was_full and not self._inbox_full() and self._transport is not None and not self._lost:
+            self._transport.resume_reading()
 
     @property
     def is_client(self) -> bool:
@@ -277,7 +306,7 @@ class WebSocket(asyncio.Protocol):
         """Any frame resets the idle counter; nothing else to do."""
 
     def _deliver(self, message: str | bytes) -> None:
-        callback = self.on_message
+        callback = self._on_message
         if callback is not None:
             try:
                 callback(message)
@@ -391,7 +420,10 @@ class WebSocket(asyncio.Protocol):
     # --------------------------------------------------------------- receiving
 
     async def recv(self) -> str | bytes:
-        """The next message (when ``on_message`` is not set); raises ConnectionClosed at the end."""
+        """The next message (when ``on_message`` is not set); raises ConnectionClosed at the end.
+
+        One coroutine at a time may wait in ``recv()``; a second one raises RuntimeError.
+        """
         while True:
             inbox = self._inbox
             if inbox:
@@ -401,6 +433,9 @@ class WebSocket(asyncio.Protocol):
                 return message
             if self._lost or (self._conn is not None and self._conn.state is State.CLOSED):
                 raise connection_closed(self.close_code or CloseCode.ABNORMAL, self.close_reason)
+            if self._inbox_waiter is not None:
+                # One waiter slot: a second waiter would leave the first asleep for good.
+                raise RuntimeError("another coroutine is already waiting in recv()")
             waiter = self._inbox_waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
