@@ -29,6 +29,7 @@ from nanosocket.client import reconnect_delay
 from nanosocket.client.client import disconnect_reason
 from nanosocket.dispatch import HandlerArityError
 from nanosocket.protocol.envelope import MAX_BATCH, PEER_RESERVED_EVENTS
+from nanosocket.protocol.frames import TEXT
 
 LOCAL_EVENTS = (
     "connect",
@@ -1081,3 +1082,33 @@ def test_options_are_kept(kit: Kit) -> None:
     assert client.options.ack_timeout == 5
     assert client.url == "wss://example.com/socket?x=1"
     assert "disconnected" in repr(client)
+
+
+async def test_a_full_send_buffer_drops_emits_and_fails_calls(kit: Kit, net: Any) -> None:
+    """A server that stops reading: once the send buffer is over max_backpressure, sends drop."""
+    stop_reading = asyncio.Event()
+
+    async def server(peer: Any) -> None:
+        await peer.accept_upgrade(headers=[("Sec-WebSocket-Protocol", "nanosocket.v1")])
+        _, _, payload = await peer.read_frame()
+        assert orjson.loads(payload)["event"] == "$connect"
+        peer.send_frame(TEXT, b'{"event":"$connect","data":[{"id":"raw"}]}')
+        await stop_reading.wait()
+
+    port = await net.raw_server(server)
+    client = kit.client(
+        f"ws://127.0.0.1:{port}/", options=WebSocketOptions(max_backpressure=1, backpressure_policy="drop")
+    )
+    await within(client.connect())
+    assert client.id == "raw"
+    chunk = "x" * 256 * 1024
+    sent = 0
+    while client.emit("big", chunk):
+        sent += 1
+        assert sent < 4096, "the send buffer never filled"
+    assert client.dropped == 1
+    with pytest.raises(ConnectionClosedError, match="send buffer is full"):
+        await within(client.call("big", chunk))
+    assert client.dropped == 2
+    assert client.connected
+    stop_reading.set()

@@ -425,8 +425,8 @@ class NanoSocketClient:
             acks.discard(ack)
             raise
         future.add_done_callback(partial(self._forget, ack))
-        if not self._send_or_queue(_Outgoing(payload, binary, ack, future), batchable=False):
-            acks.fail(ack, ConnectionClosedError(1006, "not sent: the send buffer is full"))
+        # A dropped call (full queue or send buffer) has its future failed already.
+        self._send_or_queue(_Outgoing(payload, binary, ack, future), batchable=False)
         try:
             return await future
         except asyncio.CancelledError:
@@ -484,12 +484,12 @@ class NanoSocketClient:
         queue.append(item)
         return True
 
-    def _drop(self, item: _Outgoing) -> None:
+    def _drop(self, item: _Outgoing, why: str = "dropped from the offline queue") -> None:
         if item.abandoned:
             return
         self._dropped += 1
         if item.ack is not None:
-            self._acks.fail(item.ack, ConnectionClosedError(1006, "dropped from the offline queue"))
+            self._acks.fail(item.ack, ConnectionClosedError(1006, why))
 
     def _write(self, ws: WebSocket, items: Iterable[_Outgoing]) -> bool:
         """Write ``items`` in order: JSON envelopes grouped in batch frames, binary ones alone."""
@@ -525,7 +525,7 @@ class NanoSocketClient:
                     self._inflight.add(item.ack)
             return True
         for item in items:
-            self._drop(item)
+            self._drop(item, "not sent: the send buffer is full")
         return False
 
     def _forget(self, ack: int, future: asyncio.Future[Any]) -> None:
