@@ -125,6 +125,7 @@ class Conn:
         args = data if isinstance(data, list) else [data]
         ack = envelope.get("ack")
         if event is None:
+            assert isinstance(ack, int)
             self.replies[ack] = envelope
             return
         if not self.accepted:

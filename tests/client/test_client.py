@@ -6,12 +6,13 @@ Real sockets, no mocks; waits are bounded by a hang guard and nothing is timed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import orjson
 import pytest
-from client_kit import Kit, Recorder, decode, until, within
+from client_kit import Conn, Kit, Recorder, decode, until, within
 
 from nanosocket import (
     AckError,
@@ -309,7 +310,12 @@ async def test_events_are_handled_in_arrival_order(kit: Kit) -> None:
 
     client.on("sync", seen.append)
     client.on("async", slow)
-    server.on_accept = lambda conn: [conn.emit("sync" if n % 2 else "async", n) for n in range(100)]
+
+    def burst(conn: Conn) -> None:
+        for n in range(100):
+            conn.emit("sync" if n % 2 else "async", n)
+
+    server.on_accept = burst
     await within(client.connect())
     await until(lambda: len(seen) == 100)
     assert seen == list(range(100))
@@ -469,8 +475,16 @@ async def test_only_the_first_handler_answers_an_ack(kit: Kit) -> None:
     server = await kit.server()
     client = kit.client(server)
     calls: list[str] = []
-    client.on("q", lambda: calls.append("first") or "first")
-    client.on("q", lambda: calls.append("second") or "second")
+
+    def answer(name: str) -> Callable[[], str]:
+        def handler() -> str:
+            calls.append(name)
+            return name
+
+        return handler
+
+    client.on("q", answer("first"))
+    client.on("q", answer("second"))
     await within(client.connect())
     conn = await server.connection()
     assert await conn.reply(conn.ask("q")) == {"ack": 100, "data": ["first"]}
