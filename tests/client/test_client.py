@@ -1126,3 +1126,16 @@ async def test_a_full_send_buffer_drops_emits_and_fails_calls(kit: Kit, net: Any
     assert client.dropped == 2
     assert client.connected
     stop_reading.set()
+
+
+async def test_abandoned_calls_make_room_in_a_full_queue(kit: Kit) -> None:
+    server = await kit.server()
+    client = kit.client(server, max_queue_size=2)
+    with pytest.raises(AckTimeoutError):
+        await within(client.call("add", 1, timeout=0.01))
+    client.emit("echo", 1)
+    client.emit("echo", 2)
+    assert client.dropped == 0 and client.queued == 2
+    await within(client.connect())
+    await until(lambda: len(server.events("echo")) == 2)
+    assert server.events() == [("echo", [1]), ("echo", [2])]

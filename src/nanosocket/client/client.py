@@ -480,7 +480,11 @@ class NanoSocketClient:
             self._drop(item)
             return False
         if len(queue) >= limit:
-            self._drop(queue.popleft())
+            if any(queued.abandoned for queued in queue):
+                # Calls whose callers gave up hold no place in the queue.
+                queue = self._queue = deque(queued for queued in queue if not queued.abandoned)
+            if len(queue) >= limit:
+                self._drop(queue.popleft())
         queue.append(item)
         return True
 
