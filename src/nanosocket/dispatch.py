@@ -114,12 +114,9 @@ class HandlerRegistry:
         self._by_event: dict[str, list[Handler]] = {}
 
     def on(self, event: str, fn: AnyHandler, *, once: bool = False) -> None:
-        handler = Handler(fn, once=once)
-        handlers = self._by_event.get(event)
-        if handlers is None:
-            self._by_event[event] = [handler]
-        else:
-            handlers.append(handler)
+        # Lists are replaced, never changed in place: a dispatch loop iterating the old list
+        # during on()/off() sees a stable snapshot.
+        self._by_event[event] = [*self._by_event.get(event, ()), Handler(fn, once=once)]
 
     def off(self, event: str | None = None, fn: AnyHandler | None = None) -> None:
         """Remove ``fn`` from ``event``; all of ``event``'s handlers without ``fn``; all without both."""
@@ -132,8 +129,10 @@ class HandlerRegistry:
         handlers = self._by_event.get(event)
         if handlers is None:
             return
-        handlers[:] = [h for h in handlers if h.fn is not fn and h.fn != fn]
-        if not handlers:
+        remaining = [h for h in handlers if h.fn is not fn and h.fn != fn]
+        if remaining:
+            self._by_event[event] = remaining
+        else:
             del self._by_event[event]
 
     def get(self, event: str) -> list[Handler] | None:
