@@ -16,13 +16,13 @@ from ..adapters.base import Adapter
 from ..adapters.memory import MemoryAdapter
 from ..dispatch import HandlerRegistry, Suspended, invoke, run_eagerly
 from ..endpoint import WebSocketServer
-from ..errors import ConnectError
+from ..errors import ConfigurationError, ConnectError
 from ..options import ServerOptions, ServerOptionsKwargs, server_options
 from ..protocol.handshake import Request, http_response
 from ..transport import WebSocket
 from .broadcast import BroadcastOperator
 from .errorlog import RateLimitedLog
-from .http import Router, json_response
+from .http import Router, head_only, json_response
 from .metrics import Stats, current_rss, render_prometheus
 from .middleware import Middleware, run_chain
 from .socket import Socket
@@ -35,6 +35,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: The events a server emits to its own handlers.
 SERVER_EVENTS: Final = frozenset({"connection", "disconnect", "listening", "error", "close"})
+
+
+def _check_address(port: object, host: object) -> None:
+    """Refuse a port or host that cannot be listened on, naming it (as the options do)."""
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ConfigurationError(f"port must be an integer from 0 to 65535, got {port!r}")
+    if not isinstance(host, str):
+        raise ConfigurationError(f"host must be a string, got {host!r}")
 
 
 class _SocketsView(Mapping[str, Socket]):
@@ -74,6 +82,7 @@ class NanoSocket:
         adapter: Adapter | None = None,
         **options: Unpack[ServerOptionsKwargs],
     ) -> None:
+        _check_address(port, host)
         self.options: ServerOptions = server_options(**options)
         self.port = port
         self.host = host
@@ -238,6 +247,12 @@ class NanoSocket:
         }
 
     def _http(self, request: Request) -> Any:
+        response = self._answer(request)
+        if response is not None and request.method == "HEAD":
+            return head_only(response)
+        return response
+
+    def _answer(self, request: Request) -> Any:
         if request.path in self._routes:
             return self._routes.handle(request)
         if self.options.monitoring and request.method in ("GET", "HEAD"):
@@ -262,20 +277,21 @@ class NanoSocket:
     def _on_websocket(self, ws: WebSocket, request: Request) -> None:
         Socket(self, ws, request)._start()
 
-    def admit(self, socket: Socket) -> None:
+    def admit(self, socket: Socket) -> asyncio.Task[Any] | None:
         if not self._middleware:
             socket._accept()
-            return
+            return None
         try:
             outcome = run_eagerly(run_chain(self._middleware, socket))
         except Exception as exc:
             socket._reject(exc)
-            return
+            return None
         if isinstance(outcome, asyncio.Task):
             self._admissions.add(outcome)
             outcome.add_done_callback(lambda task: self._admitted(socket, task))
-        else:
-            socket._accept()
+            return outcome
+        socket._accept()
+        return None
 
     def _admitted(self, socket: Socket, task: asyncio.Task[Any]) -> None:
         self._admissions.discard(task)
@@ -309,6 +325,7 @@ class NanoSocket:
         """Start accepting connections (``port=0`` picks a free port; read it from ``server.port``)."""
         if self._server is not None:
             raise RuntimeError("the server is already listening")
+        _check_address(self.port if port is None else port, self.host if host is None else host)
         server = WebSocketServer(
             self._on_websocket,
             options=self._ws_options,

@@ -66,8 +66,9 @@ class ConnectionHost(Protocol):
     adapter: Adapter
     stats: Stats
 
-    def admit(self, socket: Socket) -> None:
-        """Run the connect step (middleware) for a socket whose ``$connect`` has arrived."""
+    def admit(self, socket: Socket) -> asyncio.Task[Any] | None:
+        """Run the connect step (middleware) for a socket whose ``$connect`` has arrived; return
+        the Task of a chain still running (cancelled if the connection ends first), else None."""
 
     def socket_connected(self, socket: Socket) -> None:
         """The socket passed its middleware: count it and run the ``connection`` handlers."""
@@ -100,6 +101,7 @@ class Connection:
     __slots__ = (
         "_acks",
         "_address",
+        "_admission",
         "_auth",
         "_data",
         "_deadline",
@@ -132,6 +134,7 @@ class Connection:
         self._data: dict[str, Any] | None = None
         self._disconnect_reason: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._admission: asyncio.Task[Any] | None = None
         ws.on_message = self._receive
         ws.on_close = self._closed
 
@@ -144,7 +147,7 @@ class Connection:
         self._deadline = loop.call_later(self._host.options.handshake_timeout, self._connect_timed_out)
         if not self._v1:
             self._auth = {}
-            self._host.admit(self._as_socket())
+            self._admission = self._host.admit(self._as_socket())
 
     def _connect_timed_out(self) -> None:
         self._deadline = None
@@ -263,7 +266,7 @@ class Connection:
                 return
             auth = args[0] if args else None
             self._auth = auth if auth is not None else {}
-            self._host.admit(self._as_socket())
+            self._admission = self._host.admit(self._as_socket())
             return
         pending = self._pending
         if pending is None:
@@ -275,6 +278,7 @@ class Connection:
 
     def _accept(self) -> None:
         """The middleware chain passed: the socket is connected; queued messages follow."""
+        self._admission = None
         if self._state is not SocketState.CONNECTING or not self._ws.open:
             return
         self._end_connect_step()
@@ -293,7 +297,8 @@ class Connection:
 
     def _reject(self, error: BaseException) -> None:
         """The middleware chain refused: tell the client why and close with 1008."""
-        if self._state is not SocketState.CONNECTING:
+        self._admission = None
+        if self._state is not SocketState.CONNECTING or not self._ws.open:
             return
         self._end_connect_step()
         self._host.stats.connections_rejected += 1
@@ -309,7 +314,16 @@ class Connection:
     # ------------------------------------------------------------ frames out
 
     def send_frame(self, frame: bytes, volatile: bool = False) -> SendStatus:
-        """Write a ready-made frame (the adapter's fan-out calls this for every recipient)."""
+        """Write a ready-made frame (the adapter's fan-out calls this for every recipient).
+
+        Nothing reaches a client before its connect step ends (not even what a room it joined in
+        a middleware gets): DROPPED until the socket is connected.
+        """
+        if self._state is not SocketState.CONNECTED:
+            return SendStatus.DROPPED
+        return self._write(frame, volatile)
+
+    def _write(self, frame: bytes, volatile: bool = False) -> SendStatus:
         status = self._ws.send_frame(frame, volatile)
         stats = self._host.stats
         if status:
@@ -321,7 +335,7 @@ class Connection:
 
     def _send_envelope(self, envelope: dict[str, Any]) -> SendStatus:
         payload, binary = encode(envelope)
-        return self.send_frame(build_frame(BINARY if binary else TEXT, payload))
+        return self._write(build_frame(BINARY if binary else TEXT, payload))
 
     def _send_ack(self, ack: int, result: Any) -> None:
         try:
@@ -362,6 +376,11 @@ class Connection:
         self._state = SocketState.DISCONNECTED
         self._pending = None
         self._end_connect_step()
+        admission = self._admission
+        if admission is not None:
+            # A middleware still deciding about a connection that is gone: stop it.
+            self._admission = None
+            admission.cancel()
         acks = self._acks
         if acks is not None:
             acks.fail_all(connection_closed(code, reason))

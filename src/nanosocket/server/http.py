@@ -20,7 +20,7 @@ import orjson
 
 from ..protocol.handshake import Request, http_response
 
-__all__ = ["RouteHandler", "Router", "json_response", "render"]
+__all__ = ["RouteHandler", "Router", "head_only", "json_response", "render"]
 
 logger = logging.getLogger("nanosocket.server.http")
 
@@ -35,6 +35,23 @@ def json_response(value: Any, status: int = 200, headers: Mapping[str, str] | No
         content_type="application/json",
         headers=[*(headers or {}).items(), ("Cache-Control", "no-store")],
     )
+
+
+def head_only(response: bytes | Awaitable[bytes | None]) -> bytes | Awaitable[bytes | None]:
+    """The answer to a HEAD request: the GET response's head without its body (RFC 9110 9.3.2)."""
+    if isinstance(response, bytes):
+        return _strip_body(response)
+    return _head_only_later(response)
+
+
+def _strip_body(response: bytes) -> bytes:
+    head, separator, _ = response.partition(b"\r\n\r\n")
+    return head + separator
+
+
+async def _head_only_later(response: Awaitable[bytes | None]) -> bytes | None:
+    complete = await response
+    return None if complete is None else _strip_body(complete)
 
 
 def render(result: Any) -> bytes:
