@@ -187,6 +187,30 @@ async def test_connection_and_disconnect_events_carry_socket_and_reason(ns: Harn
     assert not socket.connected
 
 
+async def test_server_handlers_may_take_fewer_arguments_than_the_event_passes(ns: Harness) -> None:
+    server = await ns.start()
+    gone: asyncio.Queue[Socket] = asyncio.Queue()
+
+    @server.on("disconnect")
+    def only_the_socket(socket: Socket) -> None:
+        gone.put_nowait(socket)
+
+    peer = await ns.plain(server)
+    peer.ws.close(1000)
+    socket = await within(gone.get())
+    assert isinstance(socket, Socket)
+
+
+@pytest.mark.parametrize(("event", "takes"), [("connection", 2), ("listening", 1), ("disconnect", 3)])
+def test_server_handlers_needing_more_arguments_are_refused_at_registration(event: str, takes: int) -> None:
+    server = NanoSocket(port=0)
+    params = ", ".join(f"a{i}" for i in range(takes))
+    namespace: dict[str, Any] = {}
+    exec(f"def handler({params}): pass", namespace)
+    with pytest.raises(TypeError, match=event):
+        server.on(event, namespace["handler"])
+
+
 async def test_async_server_handlers_run(ns: Harness) -> None:
     server = await ns.start()
     seen: list[str] = []

@@ -441,19 +441,24 @@ async def test_invalid_utf8_text_closes_with_1007(ns: Harness) -> None:
     await serving(ns, server, bystander)
 
 
-def test_msgpack_timestamp_extension_is_refused() -> None:
-    """docs/protocol.md: msgpack extension types are refused. The Timestamp extension (-1) is
-    decoded by msgpack itself without calling ``ext_hook``, so protocol/envelope.py lets it through."""
+@pytest.mark.parametrize("seconds", [1, 2**33, -1], ids=["ts32", "ts64", "ts96"])
+def test_msgpack_timestamp_extension_is_refused(seconds: int) -> None:
+    """docs/protocol.md: msgpack extension types are refused, the Timestamp extension (-1) too,
+    although msgpack decodes it itself without calling ``ext_hook`` (each of its 3 encodings)."""
     from nanosocket.errors import ProtocolError
     from nanosocket.protocol.envelope import decode_binary
 
-    frame = msgpack.packb({"event": "x", "data": [msgpack.Timestamp(1, 0)]})
-    try:
-        decoded = decode_binary(frame)
-    except ProtocolError as exc:
-        assert exc.close_code == 1003
-    else:
-        pytest.xfail(f"protocol/envelope.py accepts the msgpack Timestamp extension: {decoded!r}")
+    frame = msgpack.packb({"event": "x", "data": [{"at": msgpack.Timestamp(seconds, 0)}]})
+    with pytest.raises(ProtocolError) as info:
+        decode_binary(frame)
+    assert info.value.close_code == 1003
+
+
+def test_msgpack_bytes_resembling_a_timestamp_are_accepted() -> None:
+    from nanosocket.protocol.envelope import decode_binary
+
+    frame = msgpack.packb({"event": "x", "data": [b"\xd7\xff\xd6\xff\xc7\x0c\xff"]})
+    assert decode_binary(frame)["data"] == [b"\xd7\xff\xd6\xff\xc7\x0c\xff"]
 
 
 async def test_protocol_errors_are_counted_and_reason_is_parse_error(ns: Harness) -> None:

@@ -80,12 +80,33 @@ def decode_text(data: str | bytes) -> Any:
         raise InvalidPayload(f"malformed JSON: {exc}") from exc
 
 
+# The msgpack Timestamp extension (type -1) is decoded by msgpack itself, bypassing ext_hook;
+# these are its three encodings' first bytes. Only frames containing one are searched.
+_TIMESTAMP_MARKERS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")
+
+
+def _holds_timestamp(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, msgpack.Timestamp):
+            return True
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return False
+
+
 def decode_binary(data: bytes) -> Any:
-    """Parse a binary frame's msgpack; garbage raises ProtocolError with 1003 (unsupported data)."""
+    """Parse a binary frame's msgpack; garbage or extension types raise ProtocolError (1003)."""
     try:
-        return _msgpack_unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
+        decoded = _msgpack_unpackb(data, raw=False, strict_map_key=True, ext_hook=_refuse_ext)
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"binary frame is not a msgpack envelope: {exc}", 1003) from exc
+    if any(marker in data for marker in _TIMESTAMP_MARKERS) and _holds_timestamp(decoded):
+        raise ProtocolError("binary frame uses the msgpack timestamp extension type", 1003)
+    return decoded
 
 
 def iter_envelopes(decoded: Any) -> Sequence[Any]:

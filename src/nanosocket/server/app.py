@@ -14,7 +14,7 @@ import uvloop
 
 from ..adapters.base import Adapter
 from ..adapters.memory import MemoryAdapter
-from ..dispatch import HandlerRegistry, Suspended, invoke, run_eagerly
+from ..dispatch import Handler, HandlerRegistry, Suspended, invoke, run_eagerly
 from ..endpoint import WebSocketServer
 from ..errors import ConfigurationError, ConnectError
 from ..options import ServerOptions, ServerOptionsKwargs, server_options
@@ -33,8 +33,9 @@ logger = logging.getLogger("nanosocket.server")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The events a server emits to its own handlers.
-SERVER_EVENTS: Final = frozenset({"connection", "disconnect", "listening", "error", "close"})
+#: The events a server emits to its own handlers, and how many arguments each passes. A handler
+#: may take fewer (``disconnect(socket)`` is fine): it gets the leading ones.
+SERVER_EVENTS: Final = {"connection": 1, "disconnect": 2, "listening": 0, "error": 2, "close": 0}
 
 
 def _check_address(port: object, host: object) -> None:
@@ -115,10 +116,15 @@ class NanoSocket:
         if handler is None:
 
             def register(fn: F) -> F:
-                self._handlers.on(event, fn)
-                return fn
+                return self.on(event, fn)
 
             return register
+        described = Handler(handler)
+        if described.min_args > SERVER_EVENTS[event]:
+            raise TypeError(
+                f"a {event!r} handler gets {SERVER_EVENTS[event]} argument(s); "
+                f"{getattr(handler, '__qualname__', handler)!r} requires {described.min_args}"
+            )
         self._handlers.on(event, handler)
         return handler
 
@@ -131,8 +137,11 @@ class NanoSocket:
         if not handlers:
             return
         for handler in handlers:
+            accepted = handler.max_args
             try:
-                result = invoke(handler, args)
+                result = invoke(
+                    handler, args if accepted is None or accepted >= len(args) else args[:accepted]
+                )
             except Exception as exc:
                 self._handler_error(event, exc, args)
                 continue

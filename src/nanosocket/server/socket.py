@@ -82,7 +82,8 @@ class Socket(Connection):
 
     @property
     def connected(self) -> bool:
-        return self._state is SocketState.CONNECTED
+        """True from acceptance until the connection starts closing."""
+        return self._state is SocketState.CONNECTED and self._ws.open
 
     @property
     def remote_address(self) -> str:
