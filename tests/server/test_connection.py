@@ -355,6 +355,17 @@ async def test_reserved_names_from_a_client_are_refused_never_dispatched(ns: Har
     assert socket.connected and errors.calls == []
 
 
+async def test_ping_is_answered_with_pong_carrying_the_same_arguments(ns: Harness) -> None:
+    server = await ns.start()
+    log = recording_server(server)
+    peer, socket = await connected(ns, server)
+    peer.emit("$ping")
+    assert await peer.expect("$pong") == []
+    peer.emit("$ping", 7, "x")
+    assert await peer.expect("$pong") == [7, "x"]
+    assert log == [] and socket.connected
+
+
 async def test_unknown_and_late_ack_replies_are_ignored_and_counted(ns: Harness) -> None:
     server = await ns.start()
     peer, socket = await connected(ns, server)

@@ -197,6 +197,11 @@ class Connection:
 
     def _dispatch(self, event: str, args: list[Any], ack: int | None) -> None:
         if event[0] == "$" or event in PEER_RESERVED_EVENTS:
+            if event == "$ping":
+                # Application-level heartbeat for clients that cannot see WebSocket pings
+                # (browsers): answered at once, with the same arguments.
+                self.send_frame(_PONG_FRAME if not args else _pong_frame(args))
+                return
             self._refuse(event, ack)
             return
         handlers = self._handlers.get(event) if self._handlers is not None else None
@@ -396,6 +401,14 @@ class Connection:
         host.adapter.unregister(self._as_socket())
         self._emit_local("disconnect", why)
         host.socket_disconnected(self._as_socket(), why)
+
+
+def _pong_frame(args: list[Any]) -> bytes:
+    payload, binary = encode({"event": "$pong", "data": args})
+    return build_frame(BINARY if binary else TEXT, payload)
+
+
+_PONG_FRAME = _pong_frame([])
 
 
 def _log_failure(event: str) -> Callable[[asyncio.Task[Any]], None]:
