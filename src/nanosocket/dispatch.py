@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from .errors import AckError, AckTimeoutError
 
@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 AnyHandler = Callable[..., Any]
+F = TypeVar("F", bound=AnyHandler)
 
 
 class HandlerArityError(TypeError):
@@ -117,6 +118,19 @@ class HandlerRegistry:
         # Lists are replaced, never changed in place: a dispatch loop iterating the old list
         # during on()/off() sees a stable snapshot.
         self._by_event[event] = [*self._by_event.get(event, ()), Handler(fn, once=once)]
+
+    def register(self, event: str, fn: F | None, *, once: bool = False) -> F | Callable[[F], F]:
+        """``on``/``once`` for public APIs: with ``fn`` register it and return it; without,
+        return a decorator that does (``@x.on("event")``)."""
+        if fn is None:
+
+            def decorator(handler: F) -> F:
+                self.on(event, handler, once=once)
+                return handler
+
+            return decorator
+        self.on(event, fn, once=once)
+        return fn
 
     def off(self, event: str | None = None, fn: AnyHandler | None = None) -> None:
         """Remove ``fn`` from ``event``; all of ``event``'s handlers without ``fn``; all without both."""
@@ -294,18 +308,23 @@ class AckTable:
 
     def discard(self, ack_id: int) -> None:
         """Forget a request (its send failed or its caller gave up)."""
-        entry = self._pending.pop(ack_id, None)
-        if entry is not None and entry[1] is not None:
-            entry[1].cancel()
+        self._take(ack_id)
 
-    def resolve(self, ack_id: int, args: list[Any], error: Any) -> bool:
-        """Deliver a reply; False when no such request is pending (late or unknown)."""
+    def _take(self, ack_id: int) -> asyncio.Future[Any] | None:
+        """Remove a pending request and its timer; its future, or None when not pending."""
         entry = self._pending.pop(ack_id, None)
         if entry is None:
-            return False
+            return None
         future, timer = entry
         if timer is not None:
             timer.cancel()
+        return future
+
+    def resolve(self, ack_id: int, args: list[Any], error: Any) -> bool:
+        """Deliver a reply; False when no such request is pending (late or unknown)."""
+        future = self._take(ack_id)
+        if future is None:
+            return False
         if future.done():
             return True
         if error is not None:
@@ -317,12 +336,9 @@ class AckTable:
 
     def fail(self, ack_id: int, exc: BaseException) -> bool:
         """Fail one pending request; False when it is no longer pending."""
-        entry = self._pending.pop(ack_id, None)
-        if entry is None:
+        future = self._take(ack_id)
+        if future is None:
             return False
-        future, timer = entry
-        if timer is not None:
-            timer.cancel()
         if not future.done():
             future.set_exception(exc)
             future.exception()

@@ -548,15 +548,7 @@ class NanoSocketClient:
         ``connecting``, ``reconnecting``, ``reconnect_failed``, ``connect_error``, ``error``);
         usable as ``@client.on(event)``. Sync or async; server events pass their arguments."""
         _check_listen_name(event)
-        if handler is None:
-
-            def register(fn: F) -> F:
-                self._handlers.on(event, fn)
-                return fn
-
-            return register
-        self._handlers.on(event, handler)
-        return handler
+        return self._handlers.register(event, handler)
 
     @overload
     def once(self, event: str) -> Callable[[F], F]: ...
@@ -567,15 +559,7 @@ class NanoSocketClient:
     def once(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
         """Register a handler that runs for the next ``event`` only."""
         _check_listen_name(event)
-        if handler is None:
-
-            def register(fn: F) -> F:
-                self._handlers.on(event, fn, once=True)
-                return fn
-
-            return register
-        self._handlers.on(event, handler, once=True)
-        return handler
+        return self._handlers.register(event, handler, once=True)
 
     def off(self, event: str | None = None, handler: Callable[..., Any] | None = None) -> None:
         """Remove ``handler`` from ``event``, every handler of ``event``, or every handler."""

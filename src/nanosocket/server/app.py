@@ -114,11 +114,7 @@ class NanoSocket:
                 f"inside a 'connection' handler (socket.on({event!r}, ...))"
             )
         if handler is None:
-
-            def register(fn: F) -> F:
-                return self.on(event, fn)
-
-            return register
+            return partial(self.on, event)  # type: ignore[return-value]  # the decorator form
         described = Handler(handler)
         if described.min_args > SERVER_EVENTS[event]:
             raise TypeError(

@@ -150,15 +150,7 @@ class Socket(Connection):
 
     def on(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
         """Register a handler for ``event`` (also usable as ``@socket.on(event)``)."""
-        if handler is None:
-
-            def register(fn: F) -> F:
-                self._registry().on(event, fn)
-                return fn
-
-            return register
-        self._registry().on(event, handler)
-        return handler
+        return self._registry().register(event, handler)
 
     @overload
     def once(self, event: str) -> Callable[[F], F]: ...
@@ -168,15 +160,7 @@ class Socket(Connection):
 
     def once(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
         """Register a handler that runs for the next ``event`` only."""
-        if handler is None:
-
-            def register(fn: F) -> F:
-                self._registry().on(event, fn, once=True)
-                return fn
-
-            return register
-        self._registry().on(event, handler, once=True)
-        return handler
+        return self._registry().register(event, handler, once=True)
 
     def off(self, event: str | None = None, handler: Callable[..., Any] | None = None) -> None:
         """Remove a handler, all handlers of ``event``, or every handler."""
