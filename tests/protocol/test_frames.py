@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import struct
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,7 @@ from nanosocket.protocol.frames import (
     is_valid_close_code,
     parse_close,
     parse_header,
+    py_apply_mask,
 )
 
 MASK = b"\x37\xfa\x21\x3d"  # the masking key of RFC 6455 §5.7
@@ -196,20 +199,50 @@ def test_parse_header_accepts_the_smallest_minimal_extended_lengths() -> None:
 # ------------------------------------------------------------------- apply_mask
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 125, 1000, 65537])
-def test_apply_mask_matches_bytewise_xor(n: int) -> None:
+def _mask_kernels() -> list[Any]:
+    """The pure-Python spec and, when it was built, its compiled twin: both must agree."""
+    kernels = [pytest.param(py_apply_mask, id="python")]
+    try:
+        from nanosocket._speedups._frames import apply_mask as compiled
+    except ImportError:
+        pass
+    else:
+        kernels.append(pytest.param(compiled, id="compiled"))
+    return kernels
+
+
+MASK_KERNELS = _mask_kernels()
+
+
+@pytest.mark.parametrize("kernel", MASK_KERNELS)
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 125, 1000, 65537])
+def test_apply_mask_matches_bytewise_xor(kernel: Any, n: int) -> None:
     data = payload_of(n)
-    masked = apply_mask(data, MASK)
+    masked = kernel(data, MASK)
     assert masked == naive_mask(data, MASK)
-    assert apply_mask(masked, MASK) == data
+    assert kernel(masked, MASK) == data
 
 
-def test_apply_mask_accepts_bytearray_and_memoryview() -> None:
+@pytest.mark.parametrize("kernel", MASK_KERNELS)
+def test_apply_mask_accepts_bytearray_and_memoryview(kernel: Any) -> None:
     data = b"\x00\xff" * 11
     expected = naive_mask(data, b"\x01\x02\x03\x04")
-    assert apply_mask(bytearray(data), b"\x01\x02\x03\x04") == expected
-    assert apply_mask(memoryview(b"junk" + data)[4:], b"\x01\x02\x03\x04") == expected
-    assert isinstance(apply_mask(bytearray(data), b"\x01\x02\x03\x04"), bytes)
+    assert kernel(bytearray(data), b"\x01\x02\x03\x04") == expected
+    assert kernel(memoryview(b"junk" + data)[4:], b"\x01\x02\x03\x04") == expected
+    assert isinstance(kernel(bytearray(data), b"\x01\x02\x03\x04"), bytes)
+
+
+def test_the_compiled_twin_is_in_use_when_built_and_allowed() -> None:
+    """``make test`` sets NANOSOCKET_REQUIRE_SPEEDUPS=1: there the build must have compiled."""
+    from nanosocket._speedups import enabled
+
+    compiled = len(MASK_KERNELS) == 2
+    if os.environ.get("NANOSOCKET_REQUIRE_SPEEDUPS") == "1" and enabled():
+        assert compiled, "the compiled speedups were not built"
+    if compiled and enabled():
+        assert apply_mask is not py_apply_mask
+    if not enabled():
+        assert apply_mask is py_apply_mask
 
 
 def test_apply_mask_keeps_leading_and_trailing_zero_bytes() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 from enum import IntEnum
 
+from .._speedups import enabled as speedups_enabled
 from ..errors import InvalidPayload, ProtocolError
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "is_valid_close_code",
     "parse_close",
     "parse_header",
+    "py_apply_mask",
 ]
 
 CONTINUATION = 0x0
@@ -70,7 +72,7 @@ def is_valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1014 and code not in (1004, 1005, 1006)
 
 
-def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+def py_apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """XOR ``data`` with the 4-byte ``mask`` (masking and unmasking are the same operation)."""
     n = len(data)
     if n == 0:
@@ -81,6 +83,14 @@ def apply_mask(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
         repeated = repeated[:n]
     value = int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")
     return value.to_bytes(n, "little")
+
+
+apply_mask = py_apply_mask
+if speedups_enabled():
+    try:
+        from .._speedups._frames import apply_mask
+    except ImportError:  # not compiled: the pure-Python version above is used
+        pass
 
 
 def build_frame(
