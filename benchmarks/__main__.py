@@ -3,6 +3,7 @@
     python -m benchmarks                         # every scenario, every server, 3 runs each
     python -m benchmarks --quick                 # a fast smoke run (1 run, short, 1,000 idle conns)
     python -m benchmarks --scenarios echo,idle --servers nanosocket,picows --repeats 3
+    python -m benchmarks --scenarios events --servers nanosocket-events,picows-events
     python -m benchmarks --list
 
 Writes ``benchmarks/results/latest.md``, ``latest.json`` and ``latest.png`` (``quick.*`` for --quick);
@@ -27,7 +28,7 @@ from .progress import ProgressBar
 from .report import render_markdown, summarize, write_chart, write_json
 from .runner import RunOptions, can_pin, run_once
 from .scenarios import ALIASES, SCENARIOS, Timing
-from .servers import BASELINE, SERVERS
+from .servers import SERVERS, pairs
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = RESULTS_DIR.parent.parent
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a fast smoke run: 1 repeat, 1 s runs, 1,000 idle conns"
     )
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (aliases: echo, latency)"
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (aliases: echo, latency, events)"
     )
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated servers to measure")
     parser.add_argument("--repeats", type=int, help="runs per figure (default 3; 1 with --quick)")
@@ -88,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for scenario in SCENARIOS.values():
-            print(f"scenario {scenario.name:10} {scenario.title}: {scenario.description}")
+            print(f"scenario {scenario.name:15} {scenario.title}: {scenario.description}")
         for server in SERVERS.values():
-            print(f"server   {server.name:10} {server.title}")
+            print(f"server   {server.name:17} {server.title}")
         return 0
     quick = args.quick
     timing = Timing(
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not servers or not scenarios:
         print("nothing to run", file=sys.stderr)
         return 2
-    baseline = BASELINE if BASELINE in servers else servers[0]
+    compared = pairs(servers)
     name = args.name or ("quick" if quick else "latest")
     output: Path = args.output
     output.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for repeat in range(1, repeats + 1)
         for scenario in scenarios
         for server in servers
-        if SERVERS[server].dialect.supports(SCENARIOS[scenario].capability)
+        if SCENARIOS[scenario].runs_on(SERVERS[server])
     ]
     total = sum(s.expected_seconds(timing) for s, _, _ in plan)
     records: list[dict[str, Any]] = []
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios=scenarios,
         servers=servers,
         server_titles={s: SERVERS[s].title for s in servers},
-        baseline=baseline,
+        pairs=compared,
         machine=machine,
         settings=settings,
         command=command,
@@ -194,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 n: {"title": SCENARIOS[n].title, "description": SCENARIOS[n].description} for n in scenarios
             },
             "servers": {s: {"title": SERVERS[s].title} for s in servers},
-            "baseline": baseline,
+            "pairs": [{"nanosocket": ours, "peer": peer} for ours, peer in compared],
             "summary": {
                 sc: {sv: {k: st.as_dict() for k, st in metrics.items()} for sv, metrics in per.items()}
                 for sc, per in summary.items()
@@ -202,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "runs": records,
         },
     )
-    charted = write_chart(png_path, summary, scenarios, servers)
+    charted = write_chart(png_path, summary, scenarios, servers, compared)
     print(markdown)
     print(
         f"wrote {md_path}, {json_path}" + (f", {png_path}" if charted else " (no chart: matplotlib missing)")

@@ -1,5 +1,6 @@
-"""Turns run records into the report: median and spread per figure, a markdown table with the
-ratio NanoSocket / peer, a JSON file with everything, and a PNG chart (when matplotlib is there)."""
+"""Turns run records into the report: median and spread per figure, markdown tables with the ratio
+NanoSocket / peer for each pair of servers measured in the run, a JSON file with everything, and a PNG
+chart (when matplotlib is there)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,8 @@ def fmt(value: float, unit: str) -> str:
         return f"{value:,.0f} B"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "ratio":
+        return f"{value:.4f}"
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:.3g}"
 
 
@@ -102,38 +105,66 @@ def _arrow(metric: Metric) -> str:
     return {"higher": " ↑", "lower": " ↓"}.get(metric.better or "", "")
 
 
+Pair = tuple[str, str]  # (NanoSocket server, its peer)
+
+
+def _ran(stats: dict[str, dict[str, Stat]], servers: list[str]) -> list[str]:
+    return [server for server in servers if stats.get(server)]
+
+
 def _scenario_table(
-    scenario: Scenario, stats: dict[str, dict[str, Stat]], servers: list[str], baseline: str
+    scenario: Scenario, stats: dict[str, dict[str, Stat]], servers: list[str], pairs: list[Pair]
 ) -> str:
-    peers = [s for s in servers if s != baseline]
-    head = ["metric", *servers, *(f"{baseline} / {peer}" for peer in peers)]
+    ran = _ran(stats, servers)
+    compared = [(ours, peer) for ours, peer in pairs if ours in ran and peer in ran]
+    head = ["metric", *ran, *(f"{ours} / {peer}" for ours, peer in compared)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric in scenario.metrics:
-        row_stats = [stats.get(server, {}).get(metric.key) for server in servers]
+        row_stats = [stats.get(server, {}).get(metric.key) for server in ran]
         if all(s is None for s in row_stats):
             continue
-        ours = stats.get(baseline, {}).get(metric.key)
         cells = [metric.label + _arrow(metric), *(_cell(s, metric) for s in row_stats)]
-        cells += [_ratio(ours, stats.get(peer, {}).get(metric.key), metric) for peer in peers]
+        cells += [
+            _ratio(stats.get(ours, {}).get(metric.key), stats.get(peer, {}).get(metric.key), metric)
+            for ours, peer in compared
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _summary_table(summary: Summary, scenarios: list[str], servers: list[str], baseline: str) -> str:
-    peers = [s for s in servers if s != baseline]
-    head = ["scenario", "figure", *servers, *(f"{baseline} / {peer}" for peer in peers), "max loadgen CPU"]
+def _groups(ran: list[str], pairs: list[Pair]) -> list[tuple[str, str | None]]:
+    """The rows of one scenario in the summary: each pair that ran it, then any server left alone."""
+    groups: list[tuple[str, str | None]] = [(o, p) for o, p in pairs if o in ran and p in ran]
+    paired = {name for group in groups for name in group}
+    groups += [(name, None) for name in ran if name not in paired]
+    return groups
+
+
+def _summary_table(summary: Summary, scenarios: list[str], servers: list[str], pairs: list[Pair]) -> str:
+    head = ["scenario", "figure", "NanoSocket vs peer", "NanoSocket", "peer", "NanoSocket / peer"]
+    head.append("max loadgen CPU")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in scenarios:
         scenario = SCENARIOS[name]
         stats = summary.get(name, {})
         metric = next(m for m in scenario.metrics if m.key == scenario.headline)
-        ours = stats.get(baseline, {}).get(metric.key)
-        cells = [scenario.title, metric.label + _arrow(metric)]
-        cells += [_cell(stats.get(server, {}).get(metric.key), metric) for server in servers]
-        cells += [_ratio(ours, stats.get(peer, {}).get(metric.key), metric) for peer in peers]
-        loadgen = [stats[s][LOADGEN_CPU.key].high for s in servers if LOADGEN_CPU.key in stats.get(s, {})]
-        cells.append(f"{max(loadgen):.0f}%" if loadgen else "—")
-        lines.append("| " + " | ".join(cells) + " |")
+        for ours, peer in _groups(_ran(stats, servers), pairs):
+            ours_stat = stats.get(ours, {}).get(metric.key)
+            peer_stat = stats.get(peer, {}).get(metric.key) if peer is not None else None
+            cells = [
+                scenario.title,
+                metric.label + _arrow(metric),
+                ours if peer is None else f"{ours} vs {peer}",
+            ]
+            cells += [
+                _cell(ours_stat, metric),
+                _cell(peer_stat, metric),
+                _ratio(ours_stat, peer_stat, metric),
+            ]
+            group = [ours] if peer is None else [ours, peer]
+            loadgen = [stats[s][LOADGEN_CPU.key].high for s in group if LOADGEN_CPU.key in stats.get(s, {})]
+            cells.append(f"{max(loadgen):.0f}%" if loadgen else "—")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -144,7 +175,7 @@ def render_markdown(
     scenarios: list[str],
     servers: list[str],
     server_titles: dict[str, str],
-    baseline: str,
+    pairs: list[Pair],
     machine: dict[str, Any],
     settings: dict[str, Any],
     command: str,
@@ -162,17 +193,20 @@ def render_markdown(
         else "Server and load generator were NOT pinned to separate cores (under 2 cores, or no taskset)."
     )
     out.append(
-        pin + " ↑ / ↓: higher / lower is better; in the ratio columns ✓ marks where NanoSocket is ahead."
+        pin + " ↑ / ↓: higher / lower is better. Ratios are NanoSocket / peer for each pair of servers "
+        "measured in this run (NanoSocket's raw echo-server against a raw picows echo server; the "
+        "NanoSocket event server, the full framework, against a hand-written picows + orjson event "
+        "server); ✓ marks where NanoSocket is ahead."
     )
     source = settings.get("source") or {}
     if source.get("commit"):
         dirty = " plus uncommitted changes in src/" if source.get("src_dirty") else ""
         out += ["", f"Source measured: commit `{source['commit']}`{dirty}."]
-    out += ["", "## Summary", "", _summary_table(summary, scenarios, servers, baseline), ""]
+    out += ["", "## Summary", "", _summary_table(summary, scenarios, servers, pairs), ""]
     for name in scenarios:
         scenario = SCENARIOS[name]
         out += [f"## {scenario.title}", "", f"{scenario.description}.", ""]
-        out += [_scenario_table(scenario, summary.get(name, {}), servers, baseline), ""]
+        out += [_scenario_table(scenario, summary.get(name, {}), servers, pairs), ""]
     out += ["## Servers", ""]
     out += [f"- **{name}**: {server_titles[name]}" for name in servers]
     out += ["", "## Machine", ""]
@@ -229,6 +263,19 @@ def _notes(
             f"- Other processes used up to {max(others):.0f}% of the server's core during some measurements "
             "(core busy time minus the server's own CPU): figures from this run are noisy."
         )
+    ratios = [
+        (stats["delivery_ratio"].low, name, server)
+        for name in scenarios
+        for server, stats in summary.get(name, {}).items()
+        if "delivery_ratio" in stats
+    ]
+    if ratios:
+        low, name, server = min(ratios)
+        notes.append(
+            "- Fan-out delivered every broadcast to every subscriber in every run (delivery ratio 1.0)."
+            if low >= 1.0
+            else f"- Fan-out lost broadcasts: delivery ratio down to {low:.4f} ({name}, {server})."
+        )
     failed = [r for r in records if not r["ok"]]
     for record in failed:
         notes.append(
@@ -249,8 +296,11 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
 
 
-def write_chart(path: Path, summary: Summary, scenarios: list[str], servers: list[str]) -> bool:
-    """One panel per scenario with its headline figure per server (median, min-max whiskers).
+def write_chart(
+    path: Path, summary: Summary, scenarios: list[str], servers: list[str], pairs: list[Pair]
+) -> bool:
+    """One panel per scenario with its headline figure per server (median, min-max whiskers);
+    NanoSocket's servers in blue, their peers in orange.
 
     Returns False when matplotlib is not installed.
     """
@@ -266,7 +316,12 @@ def write_chart(path: Path, summary: Summary, scenarios: list[str], servers: lis
     columns = min(3, len(shown))
     rows = (len(shown) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
-    colors = ["#2b7bba", "#e08a2c", "#4aa35a", "#b0457a", "#7a6bb0", "#888888"]
+    ours = {o for o, _ in pairs}
+    peers = {p for _, p in pairs}
+
+    def color(server: str) -> str:
+        return "#2b7bba" if server in ours else "#e08a2c" if server in peers else "#888888"
+
     for index, name in enumerate(shown):
         ax = axes[index // columns][index % columns]
         scenario = SCENARIOS[name]
@@ -281,7 +336,7 @@ def write_chart(path: Path, summary: Summary, scenarios: list[str], servers: lis
             tops.append(stat.high)
             low_err.append(stat.median - stat.low)
             high_err.append(stat.high - stat.median)
-        ax.bar(labels, medians, yerr=[low_err, high_err], capsize=4, color=colors[: len(labels)])
+        ax.bar(labels, medians, yerr=[low_err, high_err], capsize=4, color=[color(s) for s in labels])
         for x, (value, top) in enumerate(zip(medians, tops, strict=True)):
             ax.annotate(fmt(value, metric.unit), (x, top), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 4), textcoords="offset points")  # fmt: skip
@@ -289,6 +344,8 @@ def write_chart(path: Path, summary: Summary, scenarios: list[str], servers: lis
         ax.set_title(f"{scenario.title}\n{metric.label} ({direction})", fontsize=9)
         ax.set_ylabel("per second" if metric.unit == "/s" else metric.unit, fontsize=8)
         ax.tick_params(labelsize=8)
+        if len(labels) > 2:
+            ax.tick_params(axis="x", labelsize=6.5, labelrotation=12)
         ax.margins(y=0.15)
     for index in range(len(shown), rows * columns):
         axes[index // columns][index % columns].axis("off")

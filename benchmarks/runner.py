@@ -121,6 +121,39 @@ def _latency_metrics(latency: dict[str, Any]) -> dict[str, float]:
     return {f"{key}_us": float(latency[key]) for key in ("p50", "p90", "p99", "p999") if key in latency}
 
 
+def _measure(
+    args: list[str], proc: ServerProcess, options: RunOptions, log: Path, timeout: float
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run the load generator once while sampling the server; return its report and the server's
+    CPU, the other load on its core and its memory over the load generator's measured window."""
+    sampler = ProcessSampler(proc.pid).start()
+
+    def on_event(name: str) -> None:
+        if name in ("measure-start", "measure-end"):
+            sampler.mark(name)
+
+    try:
+        loadgen = LoadgenProcess(args, cpu=options.loadgen_cpu, on_event=on_event, stderr_log=log)
+        report = loadgen.result(timeout=timeout)
+    finally:
+        sampler.stop()
+    proc.check_alive()
+    metrics: dict[str, float] = {}
+    server_cpu = sampler.cpu_pct("measure-start", "measure-end")
+    if server_cpu is not None:
+        metrics["server_cpu_pct"] = server_cpu
+        core = options.server_cpu
+        busy = sampler.core_busy_pct("measure-start", "measure-end", core) if core is not None else None
+        if busy is not None:
+            # Whatever else ran on the server's core during the measurement (noise from other work).
+            metrics["others_cpu_pct"] = max(0.0, busy - server_cpu)
+    rss = sampler.rss_at("measure-end")
+    if rss is not None:
+        metrics["server_rss_mb"] = rss / 1e6
+    metrics["server_rss_peak_mb"] = sampler.peak_rss / 1e6
+    return report, metrics
+
+
 def _run_echo(
     scenario: Scenario, server: Server, proc: ServerProcess, options: RunOptions, log: Path
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -134,37 +167,50 @@ def _run_echo(
         "-q",
         *server.dialect.loadgen_args(),
     ]
-    sampler = ProcessSampler(proc.pid).start()
-
-    def on_event(name: str) -> None:
-        if name in ("measure-start", "measure-end"):
-            sampler.mark(name)
-
-    try:
-        loadgen = LoadgenProcess(args, cpu=options.loadgen_cpu, on_event=on_event, stderr_log=log)
-        report = loadgen.result(timeout=timing.warmup + timing.duration + 60)
-    finally:
-        sampler.stop()
-    proc.check_alive()
+    report, server_metrics = _measure(args, proc, options, log, timing.warmup + timing.duration + 60)
     metrics: dict[str, float] = {
         "rate": float(report["msgs_per_s"]),
         "payload_mb_s": float(report["bytes_per_s"]) / 1e6,
         "loadgen_cpu_pct": float(report["client_cpu_pct"]),
         "errors": float(report["errors"]["total"]),
         **_latency_metrics(report["latency_us"]),
+        **server_metrics,
     }
-    server_cpu = sampler.cpu_pct("measure-start", "measure-end")
-    if server_cpu is not None:
-        metrics["server_cpu_pct"] = server_cpu
-        core = options.server_cpu
-        busy = sampler.core_busy_pct("measure-start", "measure-end", core) if core is not None else None
-        if busy is not None:
-            # Whatever else ran on the server's core during the measurement (noise from other work).
-            metrics["others_cpu_pct"] = max(0.0, busy - server_cpu)
-    rss = sampler.rss_at("measure-end")
-    if rss is not None:
-        metrics["server_rss_mb"] = rss / 1e6
-    metrics["server_rss_peak_mb"] = sampler.peak_rss / 1e6
+    return metrics, [report]
+
+
+def _run_fanout(
+    scenario: Scenario, server: Server, proc: ServerProcess, options: RunOptions, log: Path
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    timing = options.timing
+    dialect = server.dialect
+    if dialect.join is None or dialect.publish is None:
+        raise RunError(f"{server.name} has no room protocol")
+    [args] = scenario.loadgen_args(timing)
+    args += [
+        "--port", str(proc.port),
+        "--join", dialect.join,
+        "--join-ack", str(dialect.join_acks),
+        "-t", dialect.publish,
+        "-q",
+        *dialect.loadgen_args(),
+    ]  # fmt: skip
+    timeout = timing.warmup + timing.duration + 120
+    report, server_metrics = _measure(args, proc, options, log, timeout)
+    metrics: dict[str, float] = {
+        "deliveries_per_s": float(report["deliveries_per_s"]),
+        "publishes_per_s": float(report["publishes_per_s"]),
+        "delivery_ratio": float(report["delivery_ratio"]),
+        "payload_mb_s": float(report["bytes_per_s"]) / 1e6,
+        "subscribers_joined": float(report["subscribers_joined"]),
+        "loadgen_cpu_pct": float(report["client_cpu_pct"]),
+        "errors": float(report["errors"]["total"]),
+        **_latency_metrics(report["latency_us"]),
+        **server_metrics,
+    }
+    rtt = report.get("publisher_rtt_us", {})
+    if "p50" in rtt:
+        metrics["publisher_rtt_p50_us"] = float(rtt["p50"])
     return metrics, [report]
 
 
@@ -242,13 +288,17 @@ def run_once(scenario: Scenario, server: Server, options: RunOptions, repeat: in
         proc.wait_ready()
         time.sleep(0.3)
         log = options.raw_dir / f"{tag}.loadgen.log"
-        runner = _run_idle if scenario.kind == "idle" else _run_echo
+        runner = {"idle": _run_idle, "fanout": _run_fanout, "echo": _run_echo}[scenario.kind]
         metrics, reports = runner(scenario, server, proc, options, log)
         record["metrics"] = metrics
         record["loadgen"] = reports
-        record["ok"] = metrics.get("errors", 0) == 0
-        if not record["ok"]:
-            record["error"] = f"the load generator counted {int(metrics['errors'])} error(s)"
+        errors = int(metrics.get("errors", 0))
+        lost = scenario.kind == "fanout" and metrics["delivery_ratio"] < 1.0
+        record["ok"] = errors == 0 and not lost
+        if errors:
+            record["error"] = f"the load generator counted {errors} error(s)"
+        elif lost:
+            record["error"] = f"delivery ratio {metrics['delivery_ratio']:.4f}: broadcasts were lost"
     except (RunError, LoadgenError, OSError, KeyError, ValueError) as exc:
         record["error"] = f"{type(exc).__name__}: {exc}"
     finally:

@@ -1,17 +1,24 @@
 """The scenarios: what load each one puts on a server and which figures it reports.
 
-Two kinds are driven by the runner: ``echo`` (closed-loop request/reply through the load generator's
-echo mode; ping-pong is echo with one request in flight) and ``idle`` (hold many connections, measure
-the server's memory per connection). A fanout scenario (loadgen ``fanout`` mode) is added here once a
-server speaks a room protocol.
+Three kinds are driven by the runner: ``echo`` (closed-loop request/reply through the load generator's
+echo mode; ping-pong is echo with one request in flight), ``fanout`` (subscribers in one room, a
+publisher keeping publishes in flight; the load generator's fanout mode) and ``idle`` (hold many
+connections, measure the server's memory per connection).
+
+A scenario runs on every server whose dialect supports its capability and, when the scenario names a
+``family``, speaks that family's frames: the raw echo scenarios are for raw echo servers, the event
+scenarios for event servers (the frames come from the server's dialect, see servers.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 __all__ = ["SCENARIOS", "Metric", "Scenario", "Timing"]
+
+if TYPE_CHECKING:
+    from .servers import Server
 
 Better = Literal["higher", "lower"] | None
 
@@ -59,6 +66,20 @@ PINGPONG_METRICS = (
     LOADGEN_CPU,
     OTHERS_CPU,
 )
+FANOUT_METRICS = (
+    Metric("deliveries_per_s", "deliveries/s", "/s", "higher"),
+    Metric("publishes_per_s", "publishes/s", "/s", "higher"),
+    Metric("delivery_ratio", "delivery ratio", "ratio", "higher"),
+    Metric("p50_us", "end-to-end latency p50", "µs", "lower"),
+    Metric("p90_us", "end-to-end latency p90", "µs", "lower"),
+    Metric("p99_us", "end-to-end latency p99", "µs", "lower"),
+    Metric("p999_us", "end-to-end latency p99.9", "µs", "lower"),
+    Metric("publisher_rtt_p50_us", "publish round trip p50", "µs", "lower"),
+    SERVER_CPU,
+    SERVER_RSS,
+    LOADGEN_CPU,
+    OTHERS_CPU,
+)
 IDLE_METRICS = (
     Metric("established", "connections held", "", "higher"),
     Metric("rss_before_mb", "RSS before", "MB", "lower"),
@@ -75,25 +96,50 @@ class Scenario:
 
     name: str
     title: str
-    kind: Literal["echo", "idle"]
+    kind: Literal["echo", "fanout", "idle"]
     #: What the server's dialect must support (see servers.Dialect.supports).
     capability: str
     description: str
     metrics: tuple[Metric, ...]
     #: The metric the chart shows.
     headline: str
+    #: Echo: connections; fanout: subscribers.
     conns: int = 50
+    #: Echo: requests in flight per connection; fanout: publishes in flight per publisher.
     window: int = 32
     size: int = 100
+    #: Fanout: publishers.
+    pubs: int = 1
+    #: The family of servers it is meant for (servers.Dialect.family); None: every server.
+    family: str | None = None
+
+    def runs_on(self, server: Server) -> bool:
+        dialect = server.dialect
+        return dialect.supports(self.capability) and self.family in (None, dialect.family)
 
     def expected_seconds(self, timing: Timing) -> float:
         """Rough wall time of one run, for the progress bar."""
         if self.kind == "idle":
             return 4.0 + timing.idle_conns / 2500
+        if self.kind == "fanout":
+            return 4.0 + timing.warmup + timing.duration + self.conns / 1000
         return 2.0 + timing.warmup + timing.duration
 
     def loadgen_args(self, timing: Timing) -> list[list[str]]:
         """Load generator arguments (one list per process), without port and dialect arguments."""
+        if self.kind == "fanout":
+            return [
+                [
+                    "--mode", "fanout",
+                    "-c", str(self.conns),
+                    "--pubs", str(self.pubs),
+                    "-w", str(self.window),
+                    "-s", str(self.size),
+                    "-d", str(timing.duration),
+                    "--warmup", str(timing.warmup),
+                    "--connect-timeout", "30",
+                ]
+            ]  # fmt: skip
         if self.kind == "echo":
             return [
                 [
@@ -125,6 +171,24 @@ def _echo(name: str, size: int, label: str) -> Scenario:
         metrics=ECHO_METRICS,
         headline="rate",
         size=size,
+        family="raw",
+    )
+
+
+def _event_echo(name: str, size: int, label: str) -> Scenario:
+    return Scenario(
+        name=name,
+        title=f"event echo {label}",
+        kind="echo",
+        capability="echo",
+        description=(
+            f"50 connections x 32 requests in flight, {size} B payload in "
+            '`{"event":"echo","data":["<payload>"]}`, answered by an `echo` event'
+        ),
+        metrics=ECHO_METRICS,
+        headline="rate",
+        size=size,
+        family="events",
     )
 
 
@@ -139,17 +203,51 @@ SCENARIOS: dict[str, Scenario] = {
             title="ping-pong latency",
             kind="echo",
             capability="echo",
-            description="50 connections x 1 request in flight, 100 B payload",
+            description="50 connections x 1 request in flight, 100 B payload, raw frames",
             metrics=PINGPONG_METRICS,
             headline="p50_us",
             window=1,
+            family="raw",
+        ),
+        _event_echo("event-echo-100", 100, "100 B"),
+        _event_echo("event-echo-1k", 1024, "1 KiB"),
+        Scenario(
+            name="event-pingpong",
+            title="event ping-pong latency",
+            kind="echo",
+            capability="echo",
+            description="50 connections x 1 `echo` event in flight, 100 B payload",
+            metrics=PINGPONG_METRICS,
+            headline="p50_us",
+            window=1,
+            family="events",
+        ),
+        Scenario(
+            name="fanout",
+            title="fan-out 1,000 subscribers",
+            kind="fanout",
+            capability="fanout",
+            description=(
+                "1,000 subscribers joined to one room (`join`, acknowledged by `joined`), 1 publisher "
+                "keeping 2 `publish` events in flight (each freed by its own copy of the broadcast), "
+                "100 B payload; deliveries/s counts messages received by subscribers, latency is publish "
+                "to delivery"
+            ),
+            metrics=FANOUT_METRICS,
+            headline="deliveries_per_s",
+            conns=1000,
+            window=2,
+            pubs=1,
         ),
         Scenario(
             name="idle",
             title="idle connections",
             kind="idle",
             capability="connect",
-            description="hold N open connections; server RSS growth / N",
+            description=(
+                "hold N open connections; server RSS growth / N (event servers: with their event handlers "
+                "registered, no event sent)"
+            ),
             metrics=IDLE_METRICS,
             headline="rss_per_conn_b",
         ),
@@ -159,5 +257,6 @@ SCENARIOS: dict[str, Scenario] = {
 #: Short names accepted by --scenarios.
 ALIASES: dict[str, tuple[str, ...]] = {
     "echo": ("echo-100", "echo-1k", "echo-10k"),
-    "latency": ("pingpong",),
+    "latency": ("pingpong", "event-pingpong"),
+    "events": ("event-echo-100", "event-echo-1k", "event-pingpong", "fanout", "idle"),
 }

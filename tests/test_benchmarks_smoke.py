@@ -2,8 +2,10 @@
 
 A behaviour check, not a speed threshold: the C load generator is built the way ``make bench``
 builds it, runs ``echo`` for about a second and a 50-connection ``conns`` run against
-``nanosocket echo-server``, and talks to a deliberately awkward test server (fragmented replies,
-16- and 64-bit lengths, pings, heartbeat frames, a room broadcast) to check its client side.
+``nanosocket echo-server``, a one-second ``fanout`` run against the NanoSocket event server the suite
+measures (``benchmarks/apps/nanosocket_events.py``), and talks to a deliberately awkward test server
+(fragmented replies, 16- and 64-bit lengths, pings, heartbeat frames, a room broadcast) to check its
+client side.
 """
 
 from __future__ import annotations
@@ -93,6 +95,27 @@ def echo_server() -> Iterator[int]:
             proc.wait()
 
 
+@pytest.fixture(scope="module")
+def event_server() -> Iterator[int]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "apps" / "nanosocket_events.py"), "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def test_selftest(loadgen: Path) -> None:
     result = subprocess.run([str(loadgen), "--selftest"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
@@ -134,6 +157,41 @@ def test_conns_against_nanosocket(loadgen: Path, echo_server: int) -> None:
     assert report["replies"] == 50
     assert report["handshake_us"]["samples"] == 50
     assert report["errors"]["total"] == 0, report["errors"]
+
+
+def test_fanout_against_nanosocket_event_server(loadgen: Path, event_server: int) -> None:
+    subscribers = 20
+    report = _run(
+        loadgen,
+        *("--mode", "fanout", "--port", str(event_server), "-c", str(subscribers), "--pubs", "1"),
+        *("-w", "2", "-s", "100", "-d", "1", "--warmup", "0.2"),
+        *("--join", '{"event":"join","data":["room1"]}', "--join-ack", "1"),
+        *("--template", '{"event":"publish","data":["room1","{p}"]}'),
+    )
+    assert report["mode"] == "fanout"
+    assert report["errors"]["total"] == 0, report["errors"]
+    assert report["subscribers_joined"] == subscribers
+    assert report["publishers_joined"] == 1
+    assert report["publishes"] > 0
+    # Every publish stamped inside the measured second reached every subscriber.
+    assert report["deliveries"] == report["expected"] == report["publishes"] * subscribers
+    assert report["delivery_ratio"] == 1.0
+    assert report["unstamped"] == 0
+    assert report["latency_us"]["samples"] == report["deliveries"]
+    assert report["publisher_rtt_us"]["samples"] > 0
+
+
+def test_event_echo_against_nanosocket_event_server(loadgen: Path, event_server: int) -> None:
+    report = _run(
+        loadgen,
+        *("--mode", "echo", "--port", str(event_server), "-c", "4", "-w", "4", "-s", "100"),
+        *("-d", "0.5", "--warmup", "0.1", "-t", '{"event":"echo","data":["{p}"]}'),
+    )
+    assert report["errors"]["total"] == 0, report["errors"]
+    assert report["replies"] > 0
+    # A reply is the echo event around the payload: {"event":"echo","data":["<100 B>"]}.
+    reply = len('{"event":"echo","data":[""]}') + 100
+    assert report["bytes_per_s"] == pytest.approx(report["msgs_per_s"] * reply, rel=1e-4)
 
 
 # ------------------------------------------------------------------ an awkward server

@@ -45,7 +45,18 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "public API",
         ("nanosocket",),
-        ("errors", "options", "protocol", "rooms", "transport", "endpoint", "server", "client", "adapters"),
+        (
+            "errors",
+            "options",
+            "protocol",
+            "rooms",
+            "transport",
+            "endpoint",
+            "server",
+            "client",
+            "adapters",
+            "dispatch",
+        ),
     ),
     Rule("python -m nanosocket", ("nanosocket.__main__",), ("cli",)),
     Rule("errors", ("nanosocket.errors",), (), stdlib_only=True),
@@ -66,7 +77,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("transport", ("nanosocket.transport",), ("protocol", "errors", "options")),
     # Not in DESIGN.md §1 yet: handler registry and ack table, shared by the server and the client.
-    Rule("dispatch", ("nanosocket.dispatch",), ("errors", "options")),
+    Rule("dispatch", ("nanosocket.dispatch",), ("protocol", "errors", "options")),
     Rule(
         "endpoint (raw serve/connect)",
         ("nanosocket.endpoint",),

@@ -1,6 +1,8 @@
 """NanoSocket: a fast realtime WebSocket framework for Python."""
 
-from .client import ClientPool, ConnectionState, NanoSocketClient
+from .adapters import Adapter, MemoryAdapter
+from .client import ClientPool, ConnectionState, NanoSocketClient, reconnect_delay
+from .dispatch import HandlerArityError
 from .endpoint import WebSocketServer, connect, serve
 from .errors import (
     AckError,
@@ -18,7 +20,7 @@ from .errors import (
     PayloadTooBig,
     ProtocolError,
 )
-from .options import ServerOptions, WebSocketOptions
+from .options import ClientOptions, ServerOptions, WebSocketOptions
 from .protocol.handshake import Headers, Request
 from .server import BroadcastOperator, Handshake, NanoSocket, Socket
 from .transport import SendStatus, WebSocket
@@ -26,7 +28,9 @@ from .transport import SendStatus, WebSocket
 __all__ = [
     "AckError",
     "AckTimeoutError",
+    "Adapter",
     "BroadcastOperator",
+    "ClientOptions",
     "ClientPool",
     "ConfigurationError",
     "ConnectError",
@@ -34,12 +38,14 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionClosedOK",
     "ConnectionState",
+    "HandlerArityError",
     "Handshake",
     "HandshakeError",
     "HandshakeRejected",
     "Headers",
     "InvalidHandshake",
     "InvalidPayload",
+    "MemoryAdapter",
     "NanoSocket",
     "NanoSocketClient",
     "NanoSocketError",
@@ -53,6 +59,7 @@ __all__ = [
     "WebSocketOptions",
     "WebSocketServer",
     "connect",
+    "reconnect_delay",
     "serve",
 ]
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import types
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from typing import Any, Final, TypeVar
 
 from .errors import AckError, AckTimeoutError
+from .protocol.envelope import PEER_RESERVED_EVENTS
 
 __all__ = [
     "AckTable",
@@ -25,6 +26,8 @@ __all__ = [
     "HandlerRegistry",
     "Suspended",
     "call_handler",
+    "check_listen",
+    "fitting_args",
     "invoke",
     "pack_result",
     "run_eagerly",
@@ -104,6 +107,30 @@ def _describe(fn: AnyHandler) -> tuple[bool, int, int | None]:
             _DESCRIPTIONS.clear()
         _DESCRIPTIONS[key] = description
     return description
+
+
+def fitting_args(handler: Handler, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The leading ``args`` a handler of a local event takes (``disconnect(socket)`` is fine)."""
+    accepted = handler.max_args
+    return args if accepted is None or accepted >= len(args) else args[:accepted]
+
+
+def check_listen(event: object, local_events: Mapping[str, int], fn: AnyHandler | None) -> None:
+    """Validate a registration: the name can fire on this side, and a handler of a local event
+    needs no more arguments than the event passes (``local_events``: name → argument count)."""
+    if not isinstance(event, str) or not event or "\x00" in event or event[0] == "$":
+        raise ValueError(
+            f"cannot listen to {event!r}: event names are non-empty strings without NUL "
+            "('$' names belong to the protocol)"
+        )
+    if event in PEER_RESERVED_EVENTS and event not in local_events:
+        raise ValueError(f"{event!r} never fires here; local events are {sorted(local_events)}")
+    count = local_events.get(event)
+    if count is not None and fn is not None:
+        needed = Handler(fn).min_args
+        if needed > count:
+            name = getattr(fn, "__qualname__", repr(fn))
+            raise TypeError(f"a {event!r} handler gets {count} argument(s); {name} requires {needed}")
 
 
 class HandlerRegistry:

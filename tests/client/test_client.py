@@ -776,20 +776,21 @@ async def test_connect_waits_through_a_reconnection(kit: Kit) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "reason"),
+    ("code", "close_reason", "reason"),
     [
-        (1001, "server shutting down"),
-        (1011, "ping timeout"),
-        (4000, "transport error"),
-        (1003, "transport error"),
+        (1001, "", "server shutting down"),
+        (1011, "ping timeout", "ping timeout"),
+        (1011, "internal error", "transport error"),
+        (4000, "", "transport error"),
+        (1003, "", "transport error"),
     ],
 )
-async def test_losses_worth_retrying_reconnect(kit: Kit, code: int, reason: str) -> None:
+async def test_losses_worth_retrying_reconnect(kit: Kit, code: int, close_reason: str, reason: str) -> None:
     server = await kit.server()
     client = kit.client(server)
     events = Recorder(client, *LOCAL_EVENTS)
     await within(client.connect())
-    client.emit("kick", code)
+    client.emit("kick", code, close_reason)
     await events.wait("connect", 2)
     assert events.of("disconnect") == [(reason,)]
     assert events.of("reconnecting")[0] == (1,)
@@ -912,7 +913,8 @@ def test_disconnect_reasons() -> None:
     assert disconnect_reason(1001) == "server shutting down"
     assert disconnect_reason(1006) == "transport close"
     assert disconnect_reason(1008) == "policy violation"
-    assert disconnect_reason(1011) == "ping timeout"
+    assert disconnect_reason(1011, "ping timeout") == "ping timeout"
+    assert disconnect_reason(1011, "internal error") == "transport error"
     assert disconnect_reason(1002) == "transport error"
 
 

@@ -8,6 +8,7 @@ server keeps working and that the server still accepts new connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -339,7 +340,13 @@ async def test_reserved_names_from_a_client_are_refused_never_dispatched(ns: Har
     server = await ns.start()
     log = recording_server(server)
     errors = Recorder()
-    server.on("connection", lambda s: s.on(name, lambda *args: log.append((name, args))))
+
+    def listen_if_allowed(s: Socket) -> None:
+        # Names that can never fire on a socket cannot even be registered (see below).
+        with contextlib.suppress(ValueError):
+            s.on(name, lambda *args: log.append((name, args)))
+
+    server.on("connection", listen_if_allowed)
     server.on("error", errors)
     peer, socket = await connected(ns, server)
     peer.emit(name, "x")
@@ -353,6 +360,25 @@ async def test_reserved_names_from_a_client_are_refused_never_dispatched(ns: Har
     await peer.expect_ack(5)
     assert log == [("a", ("after",))]
     assert socket.connected and errors.calls == []
+
+
+@pytest.mark.parametrize("name", ["connect", "connect_error", "reconnecting", "$foo", "", "a\x00b"])
+async def test_socket_refuses_handlers_for_events_that_never_fire(ns: Harness, name: str) -> None:
+    server = await ns.start()
+    _, socket = await connected(ns, server)
+    with pytest.raises(ValueError):
+        socket.on(name, lambda *args: None)
+
+
+async def test_local_event_handlers_may_take_fewer_arguments_and_not_more(ns: Harness) -> None:
+    server = await ns.start()
+    peer, socket = await connected(ns, server)
+    with pytest.raises(TypeError, match="disconnect"):
+        socket.on("disconnect", lambda reason, extra: None)
+    gone = asyncio.Event()
+    socket.on("disconnect", gone.set)
+    peer.ws.close(1000)
+    await within(gone.wait())
 
 
 async def test_ping_is_answered_with_pong_carrying_the_same_arguments(ns: Harness) -> None:

@@ -33,7 +33,7 @@ from enum import Enum
 from functools import partial
 from typing import Any, Final, TypeVar, overload
 
-from ..dispatch import AckTable, HandlerRegistry, call_handler, pack_result
+from ..dispatch import AckTable, HandlerRegistry, call_handler, check_listen, fitting_args, pack_result
 from ..endpoint import connect as open_websocket
 from ..errors import (
     ConfigurationError,
@@ -109,7 +109,6 @@ _REASONS: Final = {
     1005: "server disconnect",
     1001: "server shutting down",
     1006: "transport close",
-    1011: "ping timeout",
     1008: "policy violation",
 }
 #: Losses worth a reconnection. A server that closed on purpose (1000: it disconnected this
@@ -117,8 +116,10 @@ _REASONS: Final = {
 _RETRIED: Final = frozenset({"server shutting down", "transport close", "ping timeout", "transport error"})
 
 
-def disconnect_reason(code: int) -> str:
+def disconnect_reason(code: int, reason: str = "") -> str:
     """The ``disconnect`` reason of a connection that ended with ``code`` without our asking."""
+    if code == 1011 and reason == "ping timeout":
+        return "ping timeout"
     return _REASONS.get(code, "transport error")
 
 
@@ -208,13 +209,16 @@ class _Outgoing:
         return self.future is not None and self.future.done()
 
 
-def _check_listen_name(event: object) -> str:
-    if not isinstance(event, str) or not event or "\x00" in event or event[0] == "$":
-        raise ValueError(
-            f"cannot listen to {event!r}: event names are non-empty strings without NUL "
-            "('$' names belong to the protocol)"
-        )
-    return event
+#: Events the client raises for its own handlers, and how many arguments each passes.
+CLIENT_LOCAL_EVENTS: Final = {
+    "connect": 0,
+    "disconnect": 1,
+    "connecting": 0,
+    "reconnecting": 1,
+    "reconnect_failed": 0,
+    "connect_error": 1,
+    "error": 1,
+}
 
 
 def _first_dict(args: list[Any]) -> dict[str, Any]:
@@ -547,7 +551,7 @@ class NanoSocketClient:
         """Register a handler for a server event or a local one (``connect``, ``disconnect``,
         ``connecting``, ``reconnecting``, ``reconnect_failed``, ``connect_error``, ``error``);
         usable as ``@client.on(event)``. Sync or async; server events pass their arguments."""
-        _check_listen_name(event)
+        check_listen(event, CLIENT_LOCAL_EVENTS, handler)
         return self._handlers.register(event, handler)
 
     @overload
@@ -558,7 +562,7 @@ class NanoSocketClient:
 
     def once(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
         """Register a handler that runs for the next ``event`` only."""
-        _check_listen_name(event)
+        check_listen(event, CLIENT_LOCAL_EVENTS, handler)
         return self._handlers.register(event, handler, once=True)
 
     def off(self, event: str | None = None, handler: Callable[..., Any] | None = None) -> None:
@@ -572,7 +576,7 @@ class NanoSocketClient:
             return
         done = partial(self._local_done, event)
         for handler in tuple(handlers):
-            call_handler(handler, args, done)
+            call_handler(handler, fitting_args(handler, args), done)
 
     def _local_done(self, event: str, result: Any, error: BaseException | None) -> None:
         if error is None or isinstance(error, asyncio.CancelledError):
@@ -645,7 +649,11 @@ class NanoSocketClient:
             self._connected(ws, socket_id, rest)
             code, reason = await self._read(ws)
             closed = connection_closed(code, reason)
-            why = "client disconnect" if self._deliberate else self._local_cause or disconnect_reason(code)
+            why = (
+                "client disconnect"
+                if self._deliberate
+                else self._local_cause or disconnect_reason(code, reason)
+            )
             retry = why in _RETRIED and self._may_retry(0)
             self._lost(closed, why, retry)
             if not retry:

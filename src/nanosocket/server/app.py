@@ -156,7 +156,7 @@ class NanoSocket:
         if event == "error":
             self._errors.error("error-handler", "an 'error' handler raised", error)
             return
-        self.report_error(error, socket)
+        self._report_error(error, socket)
 
     # ------------------------------------------------------------- middleware
 
@@ -282,7 +282,7 @@ class NanoSocket:
     def _on_websocket(self, ws: WebSocket, request: Request) -> None:
         Socket(self, ws, request)._start()
 
-    def admit(self, socket: Socket) -> asyncio.Task[Any] | None:
+    def _admit(self, socket: Socket) -> asyncio.Task[Any] | None:
         if not self._middleware:
             socket._accept()
             return None
@@ -311,15 +311,15 @@ class NanoSocket:
         else:
             socket._reject(ConnectError("connection refused"))
 
-    def socket_connected(self, socket: Socket) -> None:
+    def _socket_connected(self, socket: Socket) -> None:
         self.stats.connections_total += 1
         self._emit_server_event("connection", socket)
 
-    def socket_disconnected(self, socket: Socket, reason: str) -> None:
+    def _socket_disconnected(self, socket: Socket, reason: str) -> None:
         self.stats.disconnections_total += 1
         self._emit_server_event("disconnect", socket, reason)
 
-    def report_error(self, error: BaseException, socket: Socket | None) -> None:
+    def _report_error(self, error: BaseException, socket: Socket | None) -> None:
         where = f" (socket {socket.id})" if socket is not None else ""
         self._errors.error(type(error).__name__, f"handler raised{where}: {error!r}", error)
         self._emit_server_event("error", error, socket)

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..adapters.base import Adapter
-from ..dispatch import AckTable, HandlerRegistry, Suspended, invoke
+from ..dispatch import AckTable, HandlerRegistry, Suspended, fitting_args, invoke
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import ServerOptions
 from ..protocol.envelope import (
@@ -39,7 +39,7 @@ from .metrics import Stats
 if TYPE_CHECKING:
     from .socket import Socket
 
-__all__ = ["Connection", "ConnectionHost", "SocketState", "new_socket_id"]
+__all__ = ["SOCKET_LOCAL_EVENTS", "Connection", "ConnectionHost", "SocketState", "new_socket_id"]
 
 logger = logging.getLogger("nanosocket.server")
 
@@ -49,6 +49,10 @@ V1_SUBPROTOCOL = "nanosocket.v1"
 def new_socket_id() -> str:
     """An unguessable socket id (120 random bits, URL-safe, 20 characters)."""
     return secrets.token_urlsafe(15)
+
+
+#: Events a socket raises for its own handlers, and how many arguments each passes.
+SOCKET_LOCAL_EVENTS: Final = {"disconnect": 1, "disconnecting": 1, "error": 1}
 
 
 class SocketState(IntEnum):
@@ -66,17 +70,17 @@ class ConnectionHost(Protocol):
     adapter: Adapter
     stats: Stats
 
-    def admit(self, socket: Socket) -> asyncio.Task[Any] | None:
+    def _admit(self, socket: Socket) -> asyncio.Task[Any] | None:
         """Run the connect step (middleware) for a socket whose ``$connect`` has arrived; return
         the Task of a chain still running (cancelled if the connection ends first), else None."""
 
-    def socket_connected(self, socket: Socket) -> None:
+    def _socket_connected(self, socket: Socket) -> None:
         """The socket passed its middleware: count it and run the ``connection`` handlers."""
 
-    def socket_disconnected(self, socket: Socket, reason: str) -> None:
+    def _socket_disconnected(self, socket: Socket, reason: str) -> None:
         """A connected socket is gone: run the ``disconnect`` handlers."""
 
-    def report_error(self, error: BaseException, socket: Socket | None) -> None:
+    def _report_error(self, error: BaseException, socket: Socket | None) -> None:
         """A handler raised: log (rate-limited) and run the ``error`` handlers."""
 
 
@@ -147,7 +151,7 @@ class Connection:
         self._deadline = loop.call_later(self._host.options.handshake_timeout, self._connect_timed_out)
         if not self._v1:
             self._auth = {}
-            self._admission = self._host.admit(self._as_socket())
+            self._admission = self._host._admit(self._as_socket())
 
     def _connect_timed_out(self) -> None:
         self._deadline = None
@@ -238,7 +242,7 @@ class Connection:
         self._host.stats.handler_errors += 1
         if ack is not None:
             self._send_ack_error(ack, str(error) or type(error).__name__, type=type(error).__name__)
-        self._host.report_error(error, self._as_socket())
+        self._host._report_error(error, self._as_socket())
         self._emit_local("error", error)
 
     def _refuse(self, event: str, ack: int | None) -> None:
@@ -271,7 +275,7 @@ class Connection:
                 return
             auth = args[0] if args else None
             self._auth = auth if auth is not None else {}
-            self._admission = self._host.admit(self._as_socket())
+            self._admission = self._host._admit(self._as_socket())
             return
         pending = self._pending
         if pending is None:
@@ -292,7 +296,7 @@ class Connection:
         host.adapter.register(self._as_socket())
         if self._v1:
             self._send_envelope({"event": "$connect", "data": [{"id": self.id}]})
-        host.socket_connected(self._as_socket())
+        host._socket_connected(self._as_socket())
         pending, self._pending = self._pending, None
         if pending:
             for message in pending:
@@ -368,7 +372,7 @@ class Connection:
             return
         for handler in handlers:
             try:
-                result = invoke(handler, args)
+                result = invoke(handler, fitting_args(handler, args))
             except Exception:
                 logger.exception("socket %r handler raised", event)
                 continue
@@ -400,7 +404,7 @@ class Connection:
         self._emit_local("disconnecting", why)
         host.adapter.unregister(self._as_socket())
         self._emit_local("disconnect", why)
-        host.socket_disconnected(self._as_socket(), why)
+        host._socket_disconnected(self._as_socket(), why)
 
 
 def _pong_frame(args: list[Any]) -> bytes:

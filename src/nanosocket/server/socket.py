@@ -6,14 +6,14 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from ..adapters.base import BroadcastTarget
-from ..dispatch import AckTable
+from ..dispatch import AckTable, check_listen
 from ..errors import connection_closed
 from ..protocol.envelope import check_emit_name, encode_event
 from ..protocol.frames import BINARY, TEXT, build_frame
 from ..protocol.handshake import Headers
 from ..transport import SendStatus
 from .broadcast import BroadcastOperator, build_event_frame, room_set
-from .connection import Connection, SocketState
+from .connection import SOCKET_LOCAL_EVENTS, Connection, SocketState
 
 __all__ = ["Handshake", "Socket"]
 
@@ -149,7 +149,9 @@ class Socket(Connection):
     def on(self, event: str, handler: F) -> F: ...
 
     def on(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
-        """Register a handler for ``event`` (also usable as ``@socket.on(event)``)."""
+        """Register a handler for ``event`` (also usable as ``@socket.on(event)``): a client
+        event, or a local one (``disconnect`` (reason), ``disconnecting`` (reason), ``error`` (error))."""
+        check_listen(event, SOCKET_LOCAL_EVENTS, handler)
         return self._registry().register(event, handler)
 
     @overload
@@ -160,6 +162,7 @@ class Socket(Connection):
 
     def once(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
         """Register a handler that runs for the next ``event`` only."""
+        check_listen(event, SOCKET_LOCAL_EVENTS, handler)
         return self._registry().register(event, handler, once=True)
 
     def off(self, event: str | None = None, handler: Callable[..., Any] | None = None) -> None:
@@ -173,9 +176,11 @@ class Socket(Connection):
         """Join one room or several."""
         self._host.adapter.join(self, room_set(rooms))
 
-    def leave(self, room: str) -> None:
-        """Leave a room."""
-        self._host.adapter.leave(self, room)
+    def leave(self, rooms: str | Iterable[str]) -> None:
+        """Leave one room or several."""
+        adapter = self._host.adapter
+        for room in room_set(rooms):
+            adapter.leave(self, room)
 
     def to(self, rooms: str | Iterable[str]) -> BroadcastOperator:
         """Broadcast to ``rooms``, leaving this socket out."""
