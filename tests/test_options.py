@@ -126,6 +126,8 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "max_pending_messages": 64,
     "ack_timeout": 30.0,
     "monitoring": True,
+    "dashboard": False,
+    "dashboard_token": None,
 }
 
 SERVER_INVALID: dict[str, list[Any]] = {
@@ -142,6 +144,9 @@ SERVER_INVALID: dict[str, list[Any]] = {
     "max_pending_messages": [0, -1, 1.0, True],
     "ack_timeout": [0, -1, math.nan, None, "30"],
     "monitoring": ["no", 0, None],
+    "dashboard": ["yes", 1, None],
+    # Too short, not printable, not a string; and a token without dashboard=True.
+    "dashboard_token": ["short", "line\nbreak-token", 12345678, b"bytes-token", "a-good-token"],
 }
 
 

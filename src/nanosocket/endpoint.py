@@ -53,7 +53,7 @@ class WebSocketServer:
 
     The Origin policy (``allowed_origins``: None for same-origin, or exact origins, ``"*"`` for
     any) is applied before the upgrade; plain HTTP requests go to ``http_handler``; ``path``,
-    when given, is the only path that accepts upgrades.
+    when given, is the only path (or the paths) that accepts upgrades.
     """
 
     def __init__(
@@ -64,10 +64,10 @@ class WebSocketServer:
         allowed_origins: Iterable[str] | None = None,
         http_handler: HttpHandler | None = None,
         response_headers: Iterable[tuple[str, str]] = (),
-        path: str | None = None,
+        path: str | Iterable[str] | None = None,
     ) -> None:
         self.options = options or WebSocketOptions()
-        self._path = path
+        self._paths = None if path is None else frozenset((path,) if isinstance(path, str) else path)
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler)
         self._allowed_origins = (
@@ -132,7 +132,7 @@ class WebSocketServer:
             else:
                 ws.respond(answer or _NOT_FOUND)
             return
-        if self._path is not None and request.path != self._path:
+        if self._paths is not None and request.path not in self._paths:
             ws.reject(HTTPStatus.NOT_FOUND, "no WebSocket endpoint at this path")
             return
         try:

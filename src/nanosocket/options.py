@@ -108,6 +108,17 @@ class WebSocketOptions:
         return tuple(f.name for f in fields(cls))
 
 
+def _check_dashboard(dashboard: object, token: object) -> None:
+    if not isinstance(dashboard, bool):
+        raise ConfigurationError(f"dashboard must be True or False, got {dashboard!r}")
+    if token is None:
+        return
+    if not isinstance(token, str) or len(token) < 8 or not token.isprintable():
+        raise ConfigurationError("dashboard_token must be a printable string of at least 8 characters")
+    if not dashboard:
+        raise ConfigurationError("dashboard_token is set but dashboard is not: pass dashboard=True")
+
+
 def _check_origins(value: object) -> None:
     if value is None:
         return
@@ -149,12 +160,19 @@ class ServerOptions:
     ack_timeout: float = 30.0
     #: Serve ``GET /health`` (JSON) and ``GET /metrics`` (Prometheus text).
     monitoring: bool = True
+    #: Serve the live dashboard: the page ``GET /dashboard`` and its own WebSocket endpoint
+    #: ``/dashboard/ws`` (docs/api.md "Dashboard"; its sockets are not the app's).
+    dashboard: bool = False
+    #: The token a dashboard client must send as ``auth={"token": ...}``. None: the app's
+    #: middleware admits dashboard sockets (with no middleware, only loopback clients get in).
+    dashboard_token: str | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int("max_pending_messages", self.max_pending_messages)
         _check_seconds("ack_timeout", self.ack_timeout)
         if not isinstance(self.monitoring, bool):
             raise ConfigurationError(f"monitoring must be True or False, got {self.monitoring!r}")
+        _check_dashboard(self.dashboard, self.dashboard_token)
         _check_origins(self.cors)
         if self.path is not None and (not isinstance(self.path, str) or not self.path.startswith("/")):
             raise ConfigurationError(f"path must start with '/', got {self.path!r}")
@@ -193,6 +211,8 @@ class ServerOptionsKwargs(TypedDict, total=False):
     max_pending_messages: int
     ack_timeout: float
     monitoring: bool
+    dashboard: bool
+    dashboard_token: str | None
 
 
 def server_options(**values: object) -> ServerOptions:

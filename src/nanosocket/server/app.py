@@ -21,8 +21,9 @@ from ..options import ServerOptions, ServerOptionsKwargs, server_options
 from ..protocol.handshake import Request, http_response
 from ..transport import WebSocket
 from .broadcast import BroadcastOperator
+from .dashboard import DASHBOARD_WS_PATH, Dashboard
 from .errorlog import RateLimitedLog
-from .http import Router, head_only, json_response
+from .http import CLIENT_SCRIPT_PATH, Router, client_script, head_only, json_response
 from .metrics import Stats, current_rss, render_prometheus
 from .middleware import Middleware, run_chain
 from .socket import Socket
@@ -96,6 +97,7 @@ class NanoSocket:
         self._server: WebSocketServer | None = None
         self._errors = RateLimitedLog(logger)
         self._admissions: set[asyncio.Task[Any]] = set()
+        self._dashboard = Dashboard(self) if self.options.dashboard else None
 
     # ----------------------------------------------------------------- events
 
@@ -260,6 +262,10 @@ class NanoSocket:
     def _answer(self, request: Request) -> Any:
         if request.path in self._routes:
             return self._routes.handle(request)
+        if request.path == CLIENT_SCRIPT_PATH and request.method in ("GET", "HEAD"):
+            return client_script().respond(request)
+        if self._dashboard is not None and (page := self._dashboard.http(request)) is not None:
+            return page
         if self.options.monitoring and request.method in ("GET", "HEAD"):
             if request.path == "/health":
                 return json_response(self.health())
@@ -280,6 +286,9 @@ class NanoSocket:
     # ------------------------------------------------------ ConnectionHost
 
     def _on_websocket(self, ws: WebSocket, request: Request) -> None:
+        if self._dashboard is not None and request.path == DASHBOARD_WS_PATH:
+            self._dashboard.accept(ws, request)
+            return
         Socket(self, ws, request)._start()
 
     def _admit(self, socket: Socket) -> asyncio.Task[Any] | None:
@@ -336,7 +345,11 @@ class NanoSocket:
             options=self._ws_options,
             allowed_origins=self.options.cors,
             http_handler=self._http,
-            path=self.options.path,
+            path=(
+                (self.options.path, DASHBOARD_WS_PATH)
+                if self._dashboard is not None and self.options.path is not None
+                else self.options.path
+            ),
         )
         await server.listen(host if host is not None else self.host, self.port if port is None else port)
         self._server = server
@@ -364,6 +377,8 @@ class NanoSocket:
         for task in list(self._admissions):
             task.cancel()
         self.stats.stop_sampling()
+        if self._dashboard is not None:
+            self._dashboard.stop()
         await self.adapter.close()
         self._emit_server_event("close")
 

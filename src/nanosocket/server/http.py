@@ -1,4 +1,7 @@
-"""The plain-HTTP side of the server: /health, /metrics and custom routes.
+"""The plain-HTTP side of the server: /health, /metrics, the browser client and custom routes.
+
+``GET /nanosocket.js`` serves the browser client (static/nanosocket.js) with a strong ETag:
+browsers revalidate it (``Cache-Control: no-cache``) and get 304 while it has not changed.
 
 A route handler takes the request (``nanosocket.Request``: method, path, query, headers) and
 returns what to answer, sync or async:
@@ -10,21 +13,74 @@ returns what to answer, sync or async:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from functools import cache
 from http import HTTPStatus
-from typing import Any
+from importlib import resources
+from typing import Any, Final
 
 import orjson
 
 from ..protocol.handshake import Request, http_response
 
-__all__ = ["RouteHandler", "Router", "head_only", "json_response", "render"]
+__all__ = [
+    "CLIENT_SCRIPT_PATH",
+    "RouteHandler",
+    "Router",
+    "StaticFile",
+    "client_script",
+    "head_only",
+    "json_response",
+    "render",
+]
 
 logger = logging.getLogger("nanosocket.server.http")
 
 RouteHandler = Callable[[Request], Any]
+
+#: Where every server serves the browser client.
+CLIENT_SCRIPT_PATH: Final = "/nanosocket.js"
+
+
+class StaticFile:
+    """A file served with a strong ETag: 200 with the body, or 304 on a matching If-None-Match.
+
+    Both responses are built once; ``Cache-Control`` defaults to ``no-cache`` (store, but
+    revalidate before each use), so a new version is picked up at once.
+    """
+
+    __slots__ = ("_not_modified", "_ok", "etag")
+
+    def __init__(self, body: bytes, content_type: str, cache_control: str = "no-cache") -> None:
+        self.etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        headers = [("Cache-Control", cache_control), ("ETag", self.etag)]
+        self._ok = http_response(HTTPStatus.OK, body, content_type=content_type, headers=headers)
+        # A 304 has no body and no Content-Length of its own (RFC 9110 15.4.5).
+        lines = ["HTTP/1.1 304 Not Modified", *(f"{name}: {value}" for name, value in headers)]
+        self._not_modified = ("\r\n".join([*lines, "Connection: close"]) + "\r\n\r\n").encode("latin-1")
+
+    def matches(self, if_none_match: str | None) -> bool:
+        """Whether an If-None-Match header names this file's version (weak comparison)."""
+        if if_none_match is None:
+            return False
+        for listed in if_none_match.split(","):
+            tag = listed.strip()
+            if tag == "*" or tag.removeprefix("W/") == self.etag:
+                return True
+        return False
+
+    def respond(self, request: Request) -> bytes:
+        return self._not_modified if self.matches(request.headers.get("if-none-match")) else self._ok
+
+
+@cache
+def client_script() -> StaticFile:
+    """The browser client, read from the installed package once."""
+    body = (resources.files("nanosocket") / "static" / "nanosocket.js").read_bytes()
+    return StaticFile(body, "text/javascript; charset=utf-8")
 
 
 def json_response(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> bytes:
