@@ -23,6 +23,11 @@ DEFAULTS: dict[str, Any] = {
     "max_backpressure": 64 * 1024,
     "backpressure_policy": "close",
     "subprotocols": (),
+    "compression": "off",
+    "compression_threshold": 1024,
+    "compression_window_bits": 12,
+    "compression_mem_level": 5,
+    "max_compressed_size": 1024 * 1024,
 }
 
 NOT_NUMBERS: list[Any] = ["1", None, [1], True, False]
@@ -39,6 +44,12 @@ INVALID: dict[str, list[Any]] = {
     "max_backpressure": [0, -1, 1024.0, *NOT_NUMBERS],
     "backpressure_policy": ["CLOSE", "pause", "", None, 1],
     "subprotocols": [["chat"], "chat", ("",), ("chat", ""), (1,), ("chat", None), None, {"chat"}],
+    "compression": ["on", "deflate", "Shared", "", True, None, 1],
+    "compression_threshold": [-1, 1.0, "1", None, [1], True],
+    # 8 is legal in RFC 7692 but zlib cannot compress with it.
+    "compression_window_bits": [8, 16, 0, 12.0, *NOT_NUMBERS],
+    "compression_mem_level": [0, 10, 5.0, *NOT_NUMBERS],
+    "max_compressed_size": [0, -1, 1.5, *NOT_NUMBERS],
 }
 
 VALID_EDGES: dict[str, list[Any]] = {
@@ -53,6 +64,11 @@ VALID_EDGES: dict[str, list[Any]] = {
     "max_backpressure": [1, 2**30],
     "backpressure_policy": ["close", "drop"],
     "subprotocols": [(), ("chat",), ("Chat.V2", "superchat")],
+    "compression": ["off", "shared", "dedicated"],
+    "compression_threshold": [0, 1, 2**30],
+    "compression_window_bits": [9, 15],
+    "compression_mem_level": [1, 9],
+    "max_compressed_size": [1, 2**40],
 }
 
 
@@ -126,6 +142,11 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "max_pending_messages": 64,
     "ack_timeout": 30.0,
     "monitoring": True,
+    "compression": "off",
+    "compression_threshold": 1024,
+    "compression_window_bits": 12,
+    "compression_mem_level": 5,
+    "max_compressed_size": 1024 * 1024,
     "dashboard": False,
     "dashboard_token": None,
 }
@@ -144,6 +165,11 @@ SERVER_INVALID: dict[str, list[Any]] = {
     "max_pending_messages": [0, -1, 1.0, True],
     "ack_timeout": [0, -1, math.nan, None, "30"],
     "monitoring": ["no", 0, None],
+    "compression": ["on", True, None],
+    "compression_threshold": [-1, None],
+    "compression_window_bits": [8, 16],
+    "compression_mem_level": [0, 10],
+    "max_compressed_size": [0, None],
     "dashboard": ["yes", 1, None],
     # Too short, not printable, not a string; and a token without dashboard=True.
     "dashboard_token": ["short", "line\nbreak-token", 12345678, b"bytes-token", "a-good-token"],
@@ -188,6 +214,25 @@ def test_server_options_give_the_engine_its_options() -> None:
         7,
     )
     assert engine.backpressure_policy == "close"
+
+
+def test_server_options_give_the_engine_their_compression() -> None:
+    options = ServerOptions(
+        compression="dedicated",
+        compression_threshold=0,
+        compression_window_bits=10,
+        compression_mem_level=2,
+        max_compressed_size=4096,
+    )
+    engine = options.websocket_options()
+    assert (
+        engine.compression,
+        engine.compression_threshold,
+        engine.compression_window_bits,
+        engine.compression_mem_level,
+        engine.max_compressed_size,
+    ) == ("dedicated", 0, 10, 2, 4096)
+    assert server_options(compression="shared").compression == "shared"
 
 
 def test_server_options_from_keywords() -> None:

@@ -1,6 +1,7 @@
 """The ``nanosocket`` command line.
 
     nanosocket echo-server --port 9001 [--max-payload-length N] [--max-fragments N]
+                           [--compression off|shared|dedicated]
 
 ``echo-server`` echoes every message back through the same connection code path real servers
 use; it is what the Autobahn TestSuite conformance run and the engine benchmarks talk to.
@@ -61,6 +62,25 @@ def _add_limit_options(parser: argparse.ArgumentParser) -> None:
         default=defaults.idle_timeout,
         help="seconds of silence before a connection is closed (default: %(default)s)",
     )
+    parser.add_argument(
+        "--compression",
+        choices=("off", "shared", "dedicated"),
+        default=defaults.compression,
+        help="permessage-deflate: off, shared (no context takeover, no zlib state per connection)"
+        " or dedicated (context takeover) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compression-threshold",
+        type=int,
+        default=defaults.compression_threshold,
+        help="messages smaller than this many bytes go uncompressed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-compressed-size",
+        type=int,
+        default=None,
+        help="largest compressed message a peer may send, in bytes (default: max-payload-length)",
+    )
 
 
 def run_loop(coro: Coroutine[object, object, None]) -> None:
@@ -84,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_payload_length=args.max_payload_length,
             max_fragments=args.max_fragments,
             idle_timeout=args.idle_timeout,
+            compression=args.compression,
+            compression_threshold=args.compression_threshold,
+            max_compressed_size=args.max_compressed_size or args.max_payload_length,
             # An echo server's own replies are what fills its buffers; reading pauses instead.
             max_backpressure=max(args.max_payload_length * 2, WebSocketOptions().max_backpressure),
         )

@@ -15,6 +15,7 @@ from http import HTTPStatus
 
 from .errors import ConnectionClosed, InvalidHandshake
 from .options import WebSocketOptions
+from .protocol.deflate import ClientDeflate, DeflateStats, ServerDeflate
 from .protocol.handshake import (
     Request,
     build_request,
@@ -53,7 +54,9 @@ class WebSocketServer:
 
     The Origin policy (``allowed_origins``: None for same-origin, or exact origins, ``"*"`` for
     any) is applied before the upgrade; plain HTTP requests go to ``http_handler``; ``path``,
-    when given, is the only path (or the paths) that accepts upgrades.
+    when given, is the only path (or the paths) that accepts upgrades. With
+    ``options.compression`` on, the first acceptable permessage-deflate offer is accepted;
+    ``compression_stats`` counts its work.
     """
 
     def __init__(
@@ -65,8 +68,13 @@ class WebSocketServer:
         http_handler: HttpHandler | None = None,
         response_headers: Iterable[tuple[str, str]] = (),
         path: str | Iterable[str] | None = None,
+        compression_stats: DeflateStats | None = None,
     ) -> None:
         self.options = options or WebSocketOptions()
+        #: permessage-deflate negotiation; None when compression is off.
+        self.compression = (
+            ServerDeflate(self.options, compression_stats) if self.options.compression != "off" else None
+        )
         self._paths = None if path is None else frozenset((path,) if isinstance(path, str) else path)
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler)
@@ -144,9 +152,15 @@ class WebSocketServer:
         if not origin_allowed(request, self._allowed_origins, secure=self._secure):
             ws.reject(HTTPStatus.FORBIDDEN, "origin not allowed")
             return
+        compression = self.compression
+        negotiated = (
+            compression.negotiate(request.headers.get_all("sec-websocket-extensions"))
+            if compression is not None
+            else None
+        )
         self._handshaking.discard(ws)
         self.connections.add(ws)
-        ws.accept(key, subprotocol, self._response_headers)
+        ws.accept(key, subprotocol, self._response_headers, negotiated)
         try:
             result = self._handler(ws, request)
         except Exception:
@@ -238,6 +252,7 @@ async def connect(
 ) -> WebSocket:
     """Open a client connection to a ``ws://`` or ``wss://`` URL.
 
+    With ``options.compression`` on, permessage-deflate is offered (and used if the server accepts).
     Raises ``TimeoutError`` when the connection and handshake take longer than ``timeout``,
     ``OSError`` when the TCP connection fails, and ``HandshakeError`` when the server refuses.
     """
@@ -245,11 +260,18 @@ async def connect(
     target = parse_ws_url(url)
     offered = tuple(subprotocols) or options.subprotocols
     key = generate_key()
-    request = build_request(target, key, headers=headers, subprotocols=offered)
+    deflate = ClientDeflate(options) if options.compression != "off" else None
+    request = build_request(
+        target,
+        key,
+        headers=headers,
+        subprotocols=offered,
+        extensions=deflate.offer() if deflate is not None else None,
+    )
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     heartbeat = Heartbeat(options.idle_timeout) if options.idle_timeout else None
-    side = ClientSide(request, key, offered, waiter, heartbeat)
+    side = ClientSide(request, key, offered, waiter, heartbeat, deflate=deflate)
     if target.secure and ssl is None:
         ssl = ssl_module.create_default_context()
     ws: WebSocket | None = None

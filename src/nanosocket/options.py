@@ -17,12 +17,16 @@ __all__ = [
     "BackpressurePolicy",
     "ClientOptions",
     "ClientOptionsKwargs",
+    "CompressionMode",
     "ServerOptions",
     "ServerOptionsKwargs",
     "WebSocketOptions",
 ]
 
 BackpressurePolicy = Literal["close", "drop"]
+#: permessage-deflate (RFC 7692): "off", "shared" (no context takeover, no zlib state kept per
+#: connection) or "dedicated" (context takeover, per-connection zlib state created on first use).
+CompressionMode = Literal["off", "shared", "dedicated"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -78,6 +82,21 @@ class WebSocketOptions:
     backpressure_policy: BackpressurePolicy = "close"
     #: Subprotocols this endpoint speaks, in order of preference.
     subprotocols: tuple[str, ...] = ()
+    #: permessage-deflate: "off"; "shared" (no context takeover either way, so no zlib state per
+    #: connection: each message is compressed and inflated with a fresh context); "dedicated"
+    #: (context takeover both ways; a connection's compressor and decompressor, bounded by the two
+    #: options below, are created on first use). A server answers offers; a client makes one.
+    compression: CompressionMode = "off"
+    #: Messages smaller than this many bytes are sent uncompressed.
+    compression_threshold: int = 1 * KiB
+    #: LZ77 window of our compressor as a power of two (9..15; 12 = 4 KiB); in dedicated mode a
+    #: server also asks the client to keep its window this small, when the client allows it.
+    compression_window_bits: int = 12
+    #: zlib memLevel of our compressor (1..9): memory for speed and ratio (5 = 8 KiB of hash tables).
+    compression_mem_level: int = 5
+    #: Largest compressed message a peer may send (its wire payload, summed over its frames); a
+    #: bigger one closes with 1009. max_payload_length still bounds the inflated size.
+    max_compressed_size: int = 1 * MiB
 
     def __post_init__(self) -> None:
         _check_positive_int("max_payload_length", self.max_payload_length)
@@ -101,11 +120,34 @@ class WebSocketOptions:
             isinstance(p, str) and p for p in self.subprotocols
         ):
             raise ConfigurationError("subprotocols must be a tuple of non-empty strings")
+        _check_compression(
+            self.compression,
+            self.compression_threshold,
+            self.compression_window_bits,
+            self.compression_mem_level,
+            self.max_compressed_size,
+        )
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """Names of all options, for layers that accept them as keyword arguments."""
         return tuple(f.name for f in fields(cls))
+
+
+def _check_compression(
+    compression: object, threshold: object, window_bits: object, mem_level: object, max_compressed: object
+) -> None:
+    if compression not in ("off", "shared", "dedicated"):
+        raise ConfigurationError(f"compression must be 'off', 'shared' or 'dedicated', got {compression!r}")
+    _check_positive_int("compression_threshold", threshold, minimum=0)
+    if not isinstance(window_bits, int) or isinstance(window_bits, bool) or not 9 <= window_bits <= 15:
+        # zlib cannot compress with a window of 8 bits, the RFC 7692 minimum.
+        raise ConfigurationError(
+            f"compression_window_bits must be an integer from 9 to 15, got {window_bits!r}"
+        )
+    if not isinstance(mem_level, int) or isinstance(mem_level, bool) or not 1 <= mem_level <= 9:
+        raise ConfigurationError(f"compression_mem_level must be an integer from 1 to 9, got {mem_level!r}")
+    _check_positive_int("max_compressed_size", max_compressed)
 
 
 def _check_dashboard(dashboard: object, token: object) -> None:
@@ -166,6 +208,20 @@ class ServerOptions:
     #: The token a dashboard client must send as ``auth={"token": ...}``. None: the app's
     #: middleware admits dashboard sockets (with no middleware, only loopback clients get in).
     dashboard_token: str | None = None
+    #: permessage-deflate: "off"; "shared" (no context takeover: no zlib state per connection,
+    #: memory per connection unchanged); "dedicated" (context takeover both ways, per-connection
+    #: zlib state bounded by compression_window_bits and compression_mem_level).
+    compression: CompressionMode = "off"
+    #: Messages smaller than this many bytes are sent uncompressed.
+    compression_threshold: int = 1 * KiB
+    #: LZ77 window of the server's compressor, and in dedicated mode of the client's when it
+    #: allows it, as a power of two (9..15).
+    compression_window_bits: int = 12
+    #: zlib memLevel of the server's compressor (1..9).
+    compression_mem_level: int = 5
+    #: Largest compressed message a client may send (summed over its frames); bigger closes with
+    #: 1009. max_payload_length bounds the inflated size.
+    max_compressed_size: int = 1 * MiB
 
     def __post_init__(self) -> None:
         _check_positive_int("max_pending_messages", self.max_pending_messages)
@@ -192,6 +248,11 @@ class ServerOptions:
             max_backpressure=self.max_backpressure,
             backpressure_policy="close",
             subprotocols=("nanosocket.v1",),
+            compression=self.compression,
+            compression_threshold=self.compression_threshold,
+            compression_window_bits=self.compression_window_bits,
+            compression_mem_level=self.compression_mem_level,
+            max_compressed_size=self.max_compressed_size,
         )
 
 
@@ -213,6 +274,11 @@ class ServerOptionsKwargs(TypedDict, total=False):
     monitoring: bool
     dashboard: bool
     dashboard_token: str | None
+    compression: CompressionMode
+    compression_threshold: int
+    compression_window_bits: int
+    compression_mem_level: int
+    max_compressed_size: int
 
 
 def server_options(**values: object) -> ServerOptions:
@@ -273,6 +339,9 @@ class ClientOptions:
     #: The transport's limits and heartbeat; None: the client defaults (WebSocketOptions with
     #: ``backpressure_policy="drop"``, so a full send buffer drops a send instead of the connection).
     options: WebSocketOptions | None = None
+    #: Offer permessage-deflate (context takeover both ways, ``compression="dedicated"`` of the
+    #: transport options, unless ``options`` chooses another mode) and compress what is sent.
+    compression: bool = False
 
     def __post_init__(self) -> None:
         _check_bool("auto_connect", self.auto_connect)
@@ -302,6 +371,7 @@ class ClientOptions:
         _check_seconds("ack_timeout", self.ack_timeout, optional=True)
         if self.options is not None and not isinstance(self.options, WebSocketOptions):
             raise ConfigurationError(f"options must be a WebSocketOptions or None, got {self.options!r}")
+        _check_bool("compression", self.compression)
 
 
 class ClientOptionsKwargs(TypedDict, total=False):
@@ -319,3 +389,4 @@ class ClientOptionsKwargs(TypedDict, total=False):
     max_queue_size: int
     ack_timeout: float | None
     options: WebSocketOptions | None
+    compression: bool

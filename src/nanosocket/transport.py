@@ -18,6 +18,7 @@ from typing import Protocol, cast
 
 from .errors import HandshakeError, InvalidHandshake, connection_closed
 from .options import WebSocketOptions
+from .protocol.deflate import ClientDeflate, OutgoingMessage, PerMessageDeflate
 from .protocol.frames import CloseCode
 from .protocol.handshake import (
     Request,
@@ -62,9 +63,10 @@ class ServerEndpoint(Protocol):
 
 
 class ClientSide:
-    """What a client-side WebSocket needs: its handshake, the future it resolves, its heartbeat."""
+    """What a client-side WebSocket needs: its handshake (and the permessage-deflate offer in it, if
+    any), the future it resolves, its heartbeat."""
 
-    __slots__ = ("heartbeat", "key", "request", "subprotocols", "waiter")
+    __slots__ = ("deflate", "heartbeat", "key", "request", "subprotocols", "waiter")
 
     def __init__(
         self,
@@ -73,12 +75,15 @@ class ClientSide:
         subprotocols: tuple[str, ...],
         waiter: asyncio.Future[None],
         heartbeat: Heartbeat | None,
+        *,
+        deflate: ClientDeflate | None = None,
     ) -> None:
         self.request = request
         self.key = key
         self.subprotocols = subprotocols
         self.waiter = waiter
         self.heartbeat = heartbeat
+        self.deflate = deflate
 
 
 class WebSocket(asyncio.Protocol):
@@ -217,6 +222,12 @@ class WebSocket(asyncio.Protocol):
     def options(self) -> WebSocketOptions:
         return self._options
 
+    @property
+    def compression(self) -> PerMessageDeflate | None:
+        """permessage-deflate as negotiated for this connection (None: messages go uncompressed)."""
+        conn = self._conn
+        return conn.deflate if conn is not None else None
+
     # ------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -352,8 +363,12 @@ class WebSocket(asyncio.Protocol):
         conn.send_binary(data)
         return self._flush_if_uncorked(conn)
 
-    def send_frame(self, frame: bytes, volatile: bool = False) -> SendStatus:
+    def send_frame(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
         """Send a ready-made server frame (the same bytes can go to every recipient of a broadcast).
+
+        An OutgoingMessage is framed for this connection: compressed when it negotiated
+        permessage-deflate and the message is big enough (a broadcast's compressed frame is built
+        once for all), uncompressed otherwise.
 
         A ``volatile`` frame is dropped when the peer is over ``max_backpressure``, whatever the
         policy: it is a message worth nothing late (a position update, a typing indicator).
@@ -367,7 +382,10 @@ class WebSocket(asyncio.Protocol):
                 return SendStatus.DROPPED
         elif self._over_backpressure():
             return SendStatus.DROPPED
-        conn.send_raw(frame)
+        if type(frame) is bytes:
+            conn.send_raw(frame)
+        else:
+            conn.send_message(frame)  # type: ignore[arg-type]  # an OutgoingMessage
         return self._flush_if_uncorked(conn)
 
     def ping(self, payload: bytes = b"") -> SendStatus:
@@ -537,12 +555,18 @@ class WebSocket(asyncio.Protocol):
         client = self._client
         if client is not None:
             assert not isinstance(head, Request)
+            deflate = client.deflate
             try:
-                self.subprotocol = check_response(head, client.key, client.subprotocols)
+                self.subprotocol = check_response(head, client.key, client.subprotocols, deflate)
+                codec = (
+                    deflate.accept(head.headers.get_all("sec-websocket-extensions"))
+                    if deflate is not None
+                    else None
+                )
             except HandshakeError as exc:
                 self._fail_client_handshake(exc)
                 return
-            self._open(trailing)
+            self._open(trailing, codec)
             if not client.waiter.done():
                 client.waiter.set_result(None)
         else:
@@ -576,18 +600,30 @@ class WebSocket(asyncio.Protocol):
                 self.abort()
 
     def accept(
-        self, key: str, subprotocol: str | None = None, headers: Iterable[tuple[str, str]] = ()
+        self,
+        key: str,
+        subprotocol: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        compression: tuple[PerMessageDeflate, str] | None = None,
     ) -> None:
-        """Server side: answer 101 and open the connection (feeds frames that came early)."""
+        """Server side: answer 101 and open the connection (feeds frames that came early).
+
+        ``compression``: the codec and Sec-WebSocket-Extensions answer of an accepted
+        permessage-deflate offer (ServerDeflate.negotiate).
+        """
         transport = self._transport
         if transport is None or self._lost or self._conn is not None:
             return
         self.subprotocol = subprotocol
+        codec = None
+        if compression is not None:
+            codec, answer = compression
+            headers = (*headers, ("Sec-WebSocket-Extensions", answer))
         transport.write(accept_response(key, subprotocol, headers))
         early, self._early = self._early, b""
         if not transport.is_reading():
             transport.resume_reading()
-        self._open(early)
+        self._open(early, codec)
 
     def respond(self, response: bytes) -> None:
         """Server side: answer a plain HTTP request with a complete response and close."""
@@ -604,9 +640,11 @@ class WebSocket(asyncio.Protocol):
         body = (message or "rejected").encode("utf-8", "replace") + b"\n"
         self.respond(http_response(status, body, headers=headers))
 
-    def _open(self, trailing: bytes) -> None:
+    def _open(self, trailing: bytes, deflate: PerMessageDeflate | None = None) -> None:
         self._cancel_timer()
-        self._conn = WebSocketConnection(self, self._options, client=self._client is not None)
+        self._conn = WebSocketConnection(
+            self, self._options, client=self._client is not None, deflate=deflate
+        )
         heartbeat = self._heartbeat()
         if heartbeat is not None:
             heartbeat.add(self)

@@ -29,6 +29,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from enum import Enum
 from functools import partial
 from typing import Any, Final, TypeVar, overload
@@ -272,6 +273,7 @@ class NanoSocketClient:
         max_queue_size: int = 1000,
         ack_timeout: float | None = None,
         options: WebSocketOptions | None = None,
+        compression: bool = False,
     ) -> None:
         self._url = normalize_url(url)
         self._options = client_options(
@@ -287,8 +289,12 @@ class NanoSocketClient:
             max_queue_size=max_queue_size,
             ack_timeout=ack_timeout,
             options=options,
+            compression=compression,
         )
         self._ws_options = options if options is not None else DEFAULT_WEBSOCKET_OPTIONS
+        if compression and self._ws_options.compression == "off":
+            # permessage-deflate with context takeover both ways (options may choose "shared").
+            self._ws_options = replace(self._ws_options, compression="dedicated")
         try:
             payload, binary = encode({"event": "$connect", "data": [auth]})
         except TypeError as exc:

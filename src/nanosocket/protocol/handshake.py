@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httptools
 
 from ..errors import HandshakeRejected, InvalidHandshake
+from .deflate import ClientDeflate
 
 __all__ = [
     "Headers",
@@ -379,8 +380,9 @@ def build_request(
     *,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
     subprotocols: tuple[str, ...] = (),
+    extensions: str | None = None,
 ) -> bytes:
-    """The client's upgrade request."""
+    """The client's upgrade request; ``extensions`` is its Sec-WebSocket-Extensions offer."""
     lines = [
         f"GET {url.resource} HTTP/1.1",
         f"Host: {url.host_header}",
@@ -391,6 +393,8 @@ def build_request(
     ]
     if subprotocols:
         lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     items = headers.items() if isinstance(headers, Mapping) else headers
     for name, value in items:
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
@@ -399,8 +403,17 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def check_response(response: Response, key: str, subprotocols: tuple[str, ...] = ()) -> str | None:
-    """Validate the server's answer to our upgrade; return the selected subprotocol."""
+def check_response(
+    response: Response,
+    key: str,
+    subprotocols: tuple[str, ...] = (),
+    deflate: ClientDeflate | None = None,
+) -> str | None:
+    """Validate the server's answer to our upgrade; return the selected subprotocol.
+
+    ``deflate`` is the permessage-deflate offer we made, if any: the server may accept it (the
+    answer is checked against it, see ClientDeflate.accept) and select no other extension.
+    """
     if response.status != 101:
         raise HandshakeRejected(response.status)
     headers = response.headers
@@ -410,7 +423,10 @@ def check_response(response: Response, key: str, subprotocols: tuple[str, ...] =
         raise InvalidHandshake("response lacks 'Connection: upgrade'")
     if headers.get("sec-websocket-accept", "").strip() != accept_key(key):
         raise InvalidHandshake("wrong Sec-WebSocket-Accept")
-    if headers.get("sec-websocket-extensions"):
+    extensions = headers.get_all("sec-websocket-extensions")
+    if deflate is not None:
+        deflate.accept(extensions)
+    elif any(value.strip(" \t,") for value in extensions):
         raise InvalidHandshake("server selected an extension that was not offered")
     selected = headers.get("sec-websocket-protocol")
     if selected is not None:

@@ -7,6 +7,10 @@ clocks: the transport adapter owns those.
 
 Per-connection state is small and lazy: no read buffer while no partial frame is pending (and
 then only that frame's bytes), no reassembly buffer while no fragmented message is in progress.
+
+With permessage-deflate negotiated (``deflate``, see deflate.py) the first frame of a compressed
+message has RSV1 set; it is inflated (per fragment, bounded by max_payload_length, text checked as
+UTF-8 as it is inflated) on a path of its own, so uncompressed frames cost what they did.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Protocol
 
 from ..errors import InvalidPayload, PayloadTooBig, ProtocolError, connection_closed
 from ..options import WebSocketOptions
+from .deflate import Inflation, OutgoingMessage, PerMessageDeflate
 from .frames import (
     BINARY,
     CLOSE,
@@ -27,6 +32,7 @@ from .frames import (
     OPCODE_MASK,
     PING,
     PONG,
+    RSV1,
     RSV_MASK,
     TEXT,
     CloseCode,
@@ -110,6 +116,7 @@ class WebSocketConnection:
 
     __slots__ = (
         "_buf",
+        "_inflation",
         "_msg_frames",
         "_msg_opcode",
         "_msg_parts",
@@ -119,12 +126,20 @@ class WebSocketConnection:
         "client",
         "close_code",
         "close_reason",
+        "deflate",
         "handler",
         "options",
         "state",
     )
 
-    def __init__(self, handler: FrameHandler, options: WebSocketOptions, *, client: bool) -> None:
+    def __init__(
+        self,
+        handler: FrameHandler,
+        options: WebSocketOptions,
+        *,
+        client: bool,
+        deflate: PerMessageDeflate | None = None,
+    ) -> None:
         self.handler = handler
         self.options = options
         self.client = client
@@ -139,6 +154,10 @@ class WebSocketConnection:
         self._msg_frames = 0
         self._utf8_tail = b""
         self._out: list[bytes] | None = None
+        #: permessage-deflate as negotiated in the opening handshake; None: not negotiated.
+        self.deflate = deflate
+        # The fragmented compressed message being received, if any.
+        self._inflation: Inflation | None = None
 
     @property
     def closed(self) -> bool:
@@ -172,6 +191,7 @@ class WebSocketConnection:
             self._finish(CloseCode.ABNORMAL, "")
         self._buf = None
         self._msg_parts = None
+        self._inflation = None
 
     def _parse(self, data: bytes | bytearray) -> int:
         """Handle every complete frame in ``data``; return the offset of the first unparsed byte."""
@@ -186,8 +206,9 @@ class WebSocketConnection:
                 self._need = end - pos + 1
                 return pos
             first, second, length, header_length = header
-            if first & RSV_MASK:
-                raise ProtocolError("reserved bits set without a negotiated extension")
+            rsv = first & RSV_MASK
+            if rsv:
+                self._check_rsv(first)
             if (second & MASK_BIT) != expect_mask:
                 raise ProtocolError(
                     "server frames must not be masked" if self.client else "client frames must be masked"
@@ -203,8 +224,11 @@ class WebSocketConnection:
             elif opcode > BINARY:
                 raise ProtocolError(f"reserved opcode {opcode:#x}")
             elif self.state is State.OPEN:
-                self._check_data_frame(opcode, length, max_payload)
-            elif length > max_payload:
+                if rsv:
+                    self._check_compressed_frame(length)
+                else:
+                    self._check_data_frame(opcode, length, max_payload)
+            elif length > (options.max_compressed_size if rsv else max_payload):
                 # After our close, data frames are discarded unread: only their size matters.
                 raise PayloadTooBig(f"message larger than {max_payload} bytes")
             frame_end = pos + header_length + length
@@ -222,21 +246,50 @@ class WebSocketConnection:
             if opcode >= CLOSE:
                 self._control_frame(opcode, payload)
             elif self.state is State.OPEN:
-                self._data_frame(opcode, first & FIN, payload)
+                if rsv:
+                    self._compressed_frame(opcode, first & FIN, payload)
+                else:
+                    self._data_frame(opcode, first & FIN, payload)
             if self.state is State.CLOSED:
                 # The peer's close, or a failure from a handler callback: ignore the rest.
                 return end
         return pos
+
+    def _check_rsv(self, first: int) -> None:
+        """Reserved bits are set: only RSV1 on the first frame of a compressed message may be."""
+        if first & RSV_MASK != RSV1 or self.deflate is None:
+            raise ProtocolError("reserved bits set without a negotiated extension")
+        opcode = first & OPCODE_MASK
+        if opcode == CONTINUATION:
+            raise ProtocolError("RSV1 set on a continuation frame")
+        if opcode >= CLOSE:
+            raise ProtocolError("RSV1 set on a control frame")
+
+    def _check_compressed_frame(self, length: int) -> None:
+        """Refuse the first frame of a compressed message from its header alone."""
+        if self._msg_opcode:
+            raise ProtocolError("new message started before the previous one finished")
+        limit = self.options.max_compressed_size
+        if length > limit:
+            raise PayloadTooBig(f"compressed message larger than {limit} bytes")
 
     def _check_data_frame(self, opcode: int, length: int, max_payload: int) -> None:
         """Refuse a data frame from its header alone, before its payload is read."""
         if opcode == CONTINUATION:
             if not self._msg_opcode:
                 raise ProtocolError("continuation frame without a message to continue")
-            parts = self._msg_parts
-            size = len(parts) if parts is not None else 0
             if self._msg_frames >= self.options.max_fragments:
                 raise PayloadTooBig(f"message split into more than {self.options.max_fragments} frames")
+            inflation = self._inflation
+            if inflation is not None:
+                # A compressed message: its wire size is bounded here, its inflated size as it
+                # is inflated.
+                limit = self.options.max_compressed_size
+                if inflation.compressed_size + length > limit:
+                    raise PayloadTooBig(f"compressed message larger than {limit} bytes")
+                return
+            parts = self._msg_parts
+            size = len(parts) if parts is not None else 0
             if size + length > max_payload:
                 raise PayloadTooBig(f"message larger than {max_payload} bytes")
         else:
@@ -265,6 +318,13 @@ class WebSocketConnection:
             return
         parts = self._msg_parts
         assert parts is not None
+        inflation = self._inflation
+        if inflation is not None:
+            inflation.compressed_size += len(payload)
+            assert self.deflate is not None
+            payload = self.deflate.inflate(
+                inflation.decompressor, payload, bool(fin), self.options.max_payload_length - len(parts)
+            )
         parts += payload
         self._msg_frames += 1
         message_opcode = self._msg_opcode
@@ -275,6 +335,7 @@ class WebSocketConnection:
         self._msg_opcode = 0
         self._msg_parts = None
         self._msg_frames = 0
+        self._inflation = None
         if message_opcode == TEXT:
             if self._utf8_tail:
                 self._utf8_tail = b""
@@ -282,6 +343,29 @@ class WebSocketConnection:
             self.handler.text_received(parts.decode("utf-8"))
         else:
             self.handler.binary_received(bytes(parts))
+
+    def _compressed_frame(self, opcode: int, fin: int, payload: bytes) -> None:
+        """The first frame of a compressed message (RSV1): inflate it, within max_payload_length."""
+        deflate = self.deflate
+        assert deflate is not None
+        decompressor = deflate.decompressor()
+        data = deflate.inflate(decompressor, payload, bool(fin), self.options.max_payload_length)
+        if fin:
+            if opcode == TEXT:
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidPayload("text message is not valid UTF-8") from exc
+                self.handler.text_received(text)
+            else:
+                self.handler.binary_received(data)
+            return
+        self._inflation = Inflation(decompressor, len(payload))
+        self._msg_opcode = opcode
+        self._msg_parts = bytearray(data)
+        self._msg_frames = 1
+        if opcode == TEXT:
+            self._utf8_tail = check_utf8_chunk(b"", data)
 
     def _control_frame(self, opcode: int, payload: bytes) -> None:
         if opcode == PING:
@@ -323,12 +407,36 @@ class WebSocketConnection:
             raise connection_closed(self.close_code or CloseCode.ABNORMAL, self.close_reason)
 
     def send_text(self, text: str) -> None:
-        """Queue one text message."""
-        self.send_frame(TEXT, text.encode("utf-8"))
+        """Queue one text message (compressed when permessage-deflate is on and it is big enough)."""
+        if self.deflate is None:
+            self.send_frame(TEXT, text.encode("utf-8"))
+        else:
+            self._send_compressible(TEXT, text.encode("utf-8"))
 
     def send_binary(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue one binary message."""
-        self.send_frame(BINARY, bytes(data))
+        """Queue one binary message (compressed when permessage-deflate is on and it is big enough)."""
+        if self.deflate is None:
+            self.send_frame(BINARY, bytes(data))
+        else:
+            self._send_compressible(BINARY, bytes(data))
+
+    def _send_compressible(self, opcode: int, payload: bytes) -> None:
+        deflate = self.deflate
+        assert deflate is not None
+        if len(payload) < deflate.threshold:
+            self.send_frame(opcode, payload)
+            return
+        self._require_open()
+        # Compressed first, then masked (RFC 7692 §6): RSV1 marks the message as compressed.
+        self._queue(build_frame(opcode, deflate.compress(payload), rsv1=True, mask_key=self._mask_key()))
+
+    def send_message(self, message: OutgoingMessage) -> None:
+        """Queue a server message prepared for many peers: the frame that fits this connection
+        (compressed when it negotiated permessage-deflate and the message is big enough)."""
+        self._require_open()
+        if self.client:
+            raise RuntimeError("a client masks its frames: OutgoingMessage is for servers")
+        self._queue(message.frame_for(self.deflate))
 
     def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
         """Queue one data frame (``fin=False`` and CONTINUATION frames send a message in parts)."""
@@ -377,3 +485,4 @@ class WebSocketConnection:
         self.close_reason = reason
         self._buf = None
         self._msg_parts = None
+        self._inflation = None
