@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PORT ?= 3000
 
-.PHONY: demo test lint typecheck pytest conformance bench venv clean
+.PHONY: demo test lint typecheck pytest conformance bench venv clean browser-deps
 
 # Creates the venv and installs the package (compiling the extension when there is one).
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/nanosocket/_speedups/*.pyx)
@@ -32,10 +32,25 @@ pytest: venv
 	NANOSOCKET_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
 	NANOSOCKET_NO_SPEEDUPS=1 $(PY) -m pytest -q tests/protocol tests/test_transport.py tests/test_endpoint.py
 
+# The real-browser tests (tests/browser/) need Debian's Chromium and, for the TypeScript check,
+# node/npm and typescript in ./node_modules (gitignored). Installed when missing (CI runs as root
+# on a fresh machine); without them the browser tests fail. NANOSOCKET_SKIP_BROWSER=1 skips both.
+browser-deps:
+	@if [ "$$NANOSOCKET_SKIP_BROWSER" = 1 ]; then echo "NANOSOCKET_SKIP_BROWSER=1: no browser tests"; exit 0; fi; \
+	set -e; \
+	missing=""; \
+	command -v chromium >/dev/null || missing="chromium"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi; \
+	test -x node_modules/.bin/tsc || \
+		npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error typescript@5
+
 conformance: venv
 	$(PY) tests/conformance/autobahn.py
 
-test: lint typecheck pytest conformance
+test: lint typecheck browser-deps pytest conformance
 
 bench: venv
 	$(PIP) install -e '.[dev,bench]'

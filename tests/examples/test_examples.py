@@ -305,6 +305,9 @@ class Browser:
         self.ws.send(json.dumps({"event": event, "data": list(args), "ack": self.next_ack}))
         return self.next_ack
 
+    def answer(self, ack: int, value: Any) -> None:
+        self.ws.send(json.dumps({"ack": ack, "data": [value]}))
+
     async def receive(self) -> dict[str, Any]:
         message: dict[str, Any] = json.loads(await bounded(self.ws.recv()))
         return message
@@ -332,7 +335,7 @@ async def test_chat_rooms_presence_messages_typing_and_leaving() -> None:
         alice = Browser(await bounded(connect(url)))
         bob_got: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         bob = NanoSocketClient(url, reconnection=False)
-        for event in ("presence", "message", "typing"):
+        for event in ("presence", "message", "typing", "delivered"):
             bob.on(event, lambda *args, event=event: bob_got.put_nowait((event, *args)))
         try:
             # alice joins: the room's presence (just her), then her ack.
@@ -348,20 +351,25 @@ async def test_chat_rooms_presence_messages_typing_and_leaving() -> None:
             assert await bounded(bob_got.get()) == ("presence", "lobby", ["alice", "bob"])
             assert await alice.receive() == {"event": "presence", "data": ["lobby", ["alice", "bob"]]}
 
-            # bob says something: alice receives it; bob's ack counts the delivery.
-            assert await bounded(bob.call("say", "hello")) == {"delivered": 1}
-            message = {"from": "bob", "text": "hello", "id": bob.id}
-            assert await alice.receive() == {"event": "message", "data": [message]}
+            # bob says something: his ack is the "sent" tick. alice gets the message as a call;
+            # her answer is the "delivered" tick bob then gets.
+            assert await bounded(bob.call("say", "hello")) == {"mid": 1, "recipients": 1}
+            message = {"from": "bob", "text": "hello", "id": bob.id, "mid": 1}
+            received = await alice.receive()
+            assert received == {"event": "message", "data": [message], "ack": received["ack"]}
+            alice.answer(received["ack"], True)
+            assert await bounded(bob_got.get()) == ("delivered", 1)
 
             # typing is relayed to the others in the room.
             bob.emit("typing", True)
             assert await alice.receive() == {"event": "typing", "data": ["bob", True]}
 
-            # and the other way round.
+            # and the other way round (bob's handler answers the call: delivered).
             ack = alice.call("say", "hi bob")
-            assert await alice.receive() == {"ack": ack, "data": [{"delivered": 1}]}
+            assert await alice.receive() == {"ack": ack, "data": [{"mid": 2, "recipients": 1}]}
             event, received = await bounded(bob_got.get())
             assert (event, received["from"], received["text"]) == ("message", "alice", "hi bob")
+            assert await alice.receive() == {"event": "delivered", "data": [2]}
 
             # bob switches rooms: alice sees the lobby without him.
             reply = await bounded(bob.call("join", "games", "bob"))

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..protocol.deflate import OutgoingMessage
+
 __all__ = ["Adapter", "BroadcastTarget", "Member"]
 
 
@@ -23,8 +25,9 @@ class Member(Protocol):
 
     def __hash__(self) -> int: ...
 
-    def send_frame(self, frame: bytes, volatile: bool = False) -> object:
-        """Write a ready-made frame; a volatile frame is dropped rather than queued when slow."""
+    def send_frame(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> object:
+        """Write a ready-made frame (an OutgoingMessage is framed for this member: compressed when
+        it negotiated compression); a volatile frame is dropped rather than queued when slow."""
         ...
 
 
@@ -91,8 +94,12 @@ class Adapter(ABC):
         """The members a broadcast with this target would reach, each once."""
 
     @abstractmethod
-    def broadcast(self, frame: bytes, target: BroadcastTarget) -> int:
-        """Write ``frame`` to every member the target selects; return how many got it."""
+    def broadcast(self, frame: bytes | OutgoingMessage, target: BroadcastTarget) -> int:
+        """Write ``frame`` to every member the target selects; return how many got it.
+
+        An OutgoingMessage is passed to every member as is: it builds each variant of the frame
+        (uncompressed, compressed per window size) once, on first need.
+        """
 
     async def close(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
         """Release the adapter's resources when the server closes (nothing to release by default)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from ..protocol.deflate import OutgoingMessage
 from ..rooms import RoomIndex
 from .base import Adapter, BroadcastTarget, Member
 
@@ -76,7 +77,7 @@ class MemoryAdapter(Adapter):
         # A snapshot: a send may end a connection, and the sets must not change while iterated.
         return list(selected)
 
-    def broadcast(self, frame: bytes, target: BroadcastTarget) -> int:
+    def broadcast(self, frame: bytes | OutgoingMessage, target: BroadcastTarget) -> int:
         volatile = target.volatile
         delivered = 0
         for member in self.members(target):

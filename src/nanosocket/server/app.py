@@ -20,7 +20,7 @@ from ..errors import ConfigurationError, ConnectError
 from ..options import ServerOptions, ServerOptionsKwargs, server_options
 from ..protocol.handshake import Request, http_response
 from ..transport import WebSocket
-from .broadcast import BroadcastOperator
+from .broadcast import BroadcastOperator, compress_from
 from .dashboard import DASHBOARD_WS_PATH, Dashboard
 from .errorlog import RateLimitedLog
 from .http import CLIENT_SCRIPT_PATH, Router, client_script, head_only, json_response
@@ -86,6 +86,8 @@ class NanoSocket:
     ) -> None:
         _check_address(port, host)
         self.options: ServerOptions = server_options(**options)
+        #: The size from which messages are compressed; None when compression is off.
+        self.compress_from = compress_from(self.options)
         self.port = port
         self.host = host
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
@@ -176,22 +178,22 @@ class NanoSocket:
 
     def to(self, rooms: str | Iterable[str]) -> BroadcastOperator:
         """Target the sockets in ``rooms`` (a room name, a socket id, or several)."""
-        return BroadcastOperator(self.adapter).to(rooms)
+        return BroadcastOperator(self.adapter, compress_from=self.compress_from).to(rooms)
 
     in_ = to
 
     def except_(self, rooms: str | Iterable[str]) -> BroadcastOperator:
         """Target every socket except those in ``rooms``."""
-        return BroadcastOperator(self.adapter).except_(rooms)
+        return BroadcastOperator(self.adapter, compress_from=self.compress_from).except_(rooms)
 
     @property
     def volatile(self) -> BroadcastOperator:
         """Broadcast that drops the message for slow clients instead of queueing it."""
-        return BroadcastOperator(self.adapter).volatile
+        return BroadcastOperator(self.adapter, compress_from=self.compress_from).volatile
 
     def broadcast(self, event: str, *args: Any) -> int:
         """Send ``event`` to every connected socket; return how many it was written to."""
-        return BroadcastOperator(self.adapter).emit(event, *args)
+        return BroadcastOperator(self.adapter, compress_from=self.compress_from).emit(event, *args)
 
     emit = broadcast
 
@@ -345,6 +347,7 @@ class NanoSocket:
             options=self._ws_options,
             allowed_origins=self.options.cors,
             http_handler=self._http,
+            compression_stats=self.stats.compression,
             path=(
                 (self.options.path, DASHBOARD_WS_PATH)
                 if self._dashboard is not None and self.options.path is not None

@@ -1,7 +1,9 @@
 """BroadcastOperator: ``server.to(room)``, ``socket.broadcast`` and friends.
 
 A broadcast is encoded once and framed once; the adapter writes the same bytes to every
-recipient (server frames are unmasked, so one frame fits all).
+recipient (server frames are unmasked, so one frame fits all). With permessage-deflate on, a big
+enough broadcast goes out as an OutgoingMessage: compressed once (per compressor window size) for
+every recipient that negotiated compression, framed once uncompressed for the others.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from dataclasses import replace
 from typing import Any
 
 from ..adapters.base import Adapter, BroadcastTarget, Member
+from ..options import ServerOptions
+from ..protocol.deflate import OutgoingMessage
 from ..protocol.envelope import check_emit_name, encode_event
 from ..protocol.frames import BINARY, TEXT, build_frame
 
-__all__ = ["BroadcastOperator", "room_set"]
+__all__ = ["BroadcastOperator", "build_event_frame", "build_event_message", "compress_from", "room_set"]
 
 
 def room_set(rooms: str | Iterable[str]) -> frozenset[str]:
@@ -32,19 +36,44 @@ def build_event_frame(event: str, args: tuple[Any, ...]) -> bytes:
     return build_frame(BINARY if binary else TEXT, payload)
 
 
+def compress_from(options: ServerOptions) -> int | None:
+    """The size from which a server's messages are compressed; None when compression is off."""
+    return None if options.compression == "off" else options.compression_threshold
+
+
+def build_event_message(
+    event: str, args: tuple[Any, ...], compress_from: int | None
+) -> bytes | OutgoingMessage:
+    """A broadcast's frame: plain bytes, unless compression is on (``compress_from`` is the
+    threshold, None when off) and the payload reaches it; then an OutgoingMessage, framed for each
+    recipient (compressed once for all that negotiated compression)."""
+    payload, binary = encode_event(check_emit_name(event), args)
+    if compress_from is None or len(payload) < compress_from:
+        return build_frame(BINARY if binary else TEXT, payload)
+    return OutgoingMessage(BINARY if binary else TEXT, payload)
+
+
 class BroadcastOperator:
-    """Selects recipients (rooms, exceptions, volatility) and emits to them, immutably."""
+    """Selects recipients (rooms, exceptions, volatility) and emits to them, immutably.
 
-    __slots__ = ("_adapter", "_target")
+    ``compress_from``: the server's compression threshold (None: compression off).
+    """
 
-    def __init__(self, adapter: Adapter, target: BroadcastTarget | None = None) -> None:
+    __slots__ = ("_adapter", "_compress_from", "_target")
+
+    def __init__(
+        self, adapter: Adapter, target: BroadcastTarget | None = None, compress_from: int | None = None
+    ) -> None:
         self._adapter = adapter
         self._target = target or BroadcastTarget()
+        self._compress_from = compress_from
 
     def to(self, rooms: str | Iterable[str]) -> BroadcastOperator:
         """Also target the members of ``rooms`` (a socket in several gets one copy)."""
         target = self._target
-        return BroadcastOperator(self._adapter, replace(target, rooms=target.rooms | room_set(rooms)))
+        return BroadcastOperator(
+            self._adapter, replace(target, rooms=target.rooms | room_set(rooms)), self._compress_from
+        )
 
     in_ = to
 
@@ -55,16 +84,17 @@ class BroadcastOperator:
         return BroadcastOperator(
             self._adapter,
             replace(target, except_rooms=target.except_rooms | names, except_ids=target.except_ids | names),
+            self._compress_from,
         )
 
     @property
     def volatile(self) -> BroadcastOperator:
         """Drop the message for recipients that are slow, instead of queueing it."""
-        return BroadcastOperator(self._adapter, replace(self._target, volatile=True))
+        return BroadcastOperator(self._adapter, replace(self._target, volatile=True), self._compress_from)
 
     def emit(self, event: str, *args: Any) -> int:
         """Send ``event`` to every selected socket; return how many it was written to."""
-        return self._adapter.broadcast(build_event_frame(event, args), self._target)
+        return self._adapter.broadcast(build_event_message(event, args, self._compress_from), self._target)
 
     def sockets(self) -> list[Member]:
         """The selected sockets of this process."""

@@ -20,6 +20,7 @@ from ..adapters.base import Adapter
 from ..dispatch import AckTable, HandlerRegistry, Suspended, fitting_args, invoke
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import ServerOptions
+from ..protocol.deflate import OutgoingMessage
 from ..protocol.envelope import (
     MAX_BATCH,
     PEER_RESERVED_EVENTS,
@@ -322,8 +323,9 @@ class Connection:
 
     # ------------------------------------------------------------ frames out
 
-    def send_frame(self, frame: bytes, volatile: bool = False) -> SendStatus:
-        """Write a ready-made frame (the adapter's fan-out calls this for every recipient).
+    def send_frame(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
+        """Write a ready-made frame (the adapter's fan-out calls this for every recipient); an
+        OutgoingMessage is framed for this client (compressed if it negotiated compression).
 
         Nothing reaches a client before its connect step ends (not even what a room it joined in
         a middleware gets): DROPPED until the socket is connected.
@@ -332,15 +334,23 @@ class Connection:
             return SendStatus.DROPPED
         return self._write(frame, volatile)
 
-    def _write(self, frame: bytes, volatile: bool = False) -> SendStatus:
+    def _write(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
         status = self._ws.send_frame(frame, volatile)
         stats = self._host.stats
         if status:
             stats.messages_out += 1
-            stats.bytes_out += len(frame)
+            stats.bytes_out += frame.last_size if isinstance(frame, OutgoingMessage) else len(frame)
         elif volatile:
             stats.volatile_dropped += 1
         return status
+
+    def _frame(self, payload: bytes, binary: bool) -> bytes | OutgoingMessage:
+        """A message for this client alone: compressed with its own compressor when it negotiated
+        permessage-deflate and the payload reaches the threshold, else a plain frame."""
+        codec = self._ws.compression
+        if codec is None or len(payload) < codec.threshold:
+            return build_frame(BINARY if binary else TEXT, payload)
+        return OutgoingMessage(BINARY if binary else TEXT, payload, broadcast=False)
 
     def _send_envelope(self, envelope: dict[str, Any]) -> SendStatus:
         payload, binary = encode(envelope)
@@ -352,7 +362,7 @@ class Connection:
         except TypeError as exc:
             self._handler_failed(TypeError(f"handler result cannot be sent: {exc}"), ack)
             return
-        self.send_frame(build_frame(BINARY if binary else TEXT, payload))
+        self.send_frame(self._frame(payload, binary))
 
     def _send_ack_error(self, ack: int, message: str, **detail: Any) -> None:
         self.send_frame(build_frame(TEXT, encode_ack_error(ack, message, **detail)))

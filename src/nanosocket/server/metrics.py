@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..protocol.deflate import DeflateStats
+
 __all__ = ["Stats", "current_rss"]
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -39,6 +41,7 @@ class Stats:
         "_sampler",
         "backpressure_closes",
         "bytes_out",
+        "compression",
         "connections_rejected",
         "connections_total",
         "disconnections_total",
@@ -65,6 +68,8 @@ class Stats:
         self.protocol_errors = 0
         self.handler_errors = 0
         self.unknown_acks = 0
+        #: permessage-deflate's counters (compressed frames, broadcast frames, inflated messages).
+        self.compression = DeflateStats()
         self.messages_per_second = 0.0
         self._last_sample = (self.started, 0)
         self._sampler: asyncio.TimerHandle | None = None
@@ -114,6 +119,15 @@ class _StatsCollector(Collector):
             "protocol_errors": ("Connections closed for malformed input", stats.protocol_errors),
             "handler_errors": ("Exceptions raised by handlers", stats.handler_errors),
             "unknown_acks": ("Ack replies with no pending request", stats.unknown_acks),
+            "compressed_frames": (
+                "Messages compressed for sending (a broadcast's shared frame counts once)",
+                stats.compression.compressed_frames,
+            ),
+            "compressed_broadcast_frames": (
+                "Broadcast frames compressed once for all their compressing recipients",
+                stats.compression.compressed_broadcast_frames,
+            ),
+            "inflated_messages": ("Compressed messages received", stats.compression.inflated_messages),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(f"nanosocket_{name}", doc, value=value)

@@ -9,10 +9,9 @@ from ..adapters.base import BroadcastTarget
 from ..dispatch import AckTable, check_listen
 from ..errors import connection_closed
 from ..protocol.envelope import check_emit_name, encode_event
-from ..protocol.frames import BINARY, TEXT, build_frame
 from ..protocol.handshake import Headers
 from ..transport import SendStatus
-from .broadcast import BroadcastOperator, build_event_frame, room_set
+from .broadcast import BroadcastOperator, compress_from, room_set
 from .connection import SOCKET_LOCAL_EVENTS, Connection, SocketState
 
 __all__ = ["Handshake", "Socket"]
@@ -70,7 +69,8 @@ class _VolatileEmitter:
 
     def emit(self, event: str, *args: Any) -> SendStatus:
         """Emit, dropping the message (DROPPED) when the client is slow."""
-        return self._socket.send_frame(build_event_frame(event, args), volatile=True)
+        payload, binary = encode_event(check_emit_name(event), args)
+        return self._socket.send_frame(self._socket._frame(payload, binary), volatile=True)
 
 
 class Socket(Connection):
@@ -114,7 +114,8 @@ class Socket(Connection):
         if self._state is not SocketState.CONNECTED:
             check_emit_name(event)
             return SendStatus.DROPPED
-        return self.send_frame(build_event_frame(event, args))
+        payload, binary = encode_event(check_emit_name(event), args)
+        return self.send_frame(self._frame(payload, binary))
 
     @property
     def volatile(self) -> _VolatileEmitter:
@@ -135,7 +136,7 @@ class Socket(Connection):
             acks = self._acks = AckTable()
         ack_id, future = acks.create(timeout if timeout is not None else self._host.options.ack_timeout)
         payload, binary = encode_event(event, args, ack_id)
-        if not self.send_frame(build_frame(BINARY if binary else TEXT, payload)):
+        if not self.send_frame(self._frame(payload, binary)):
             acks.discard(ack_id)
             raise connection_closed(self._ws.close_code or 1006, "could not send")
         return await future
@@ -185,7 +186,9 @@ class Socket(Connection):
     def to(self, rooms: str | Iterable[str]) -> BroadcastOperator:
         """Broadcast to ``rooms``, leaving this socket out."""
         return BroadcastOperator(
-            self._host.adapter, BroadcastTarget(rooms=room_set(rooms), except_ids=frozenset((self.id,)))
+            self._host.adapter,
+            BroadcastTarget(rooms=room_set(rooms), except_ids=frozenset((self.id,))),
+            compress_from(self._host.options),
         )
 
     in_ = to
@@ -193,7 +196,11 @@ class Socket(Connection):
     @property
     def broadcast(self) -> BroadcastOperator:
         """Broadcast to every socket but this one."""
-        return BroadcastOperator(self._host.adapter, BroadcastTarget(except_ids=frozenset((self.id,))))
+        return BroadcastOperator(
+            self._host.adapter,
+            BroadcastTarget(except_ids=frozenset((self.id,))),
+            compress_from(self._host.options),
+        )
 
     # ------------------------------------------------------------ disconnect
 

@@ -170,9 +170,9 @@ export declare class NanoSocketClient {
   batch<R>(fn: (client: this) => R): R;
 
   on<E extends keyof LocalEvents>(event: E, handler: LocalEvents[E]): this;
-  on(event: string, handler: EventHandler): this;
+  on<E extends string>(event: Exclude<E, keyof LocalEvents>, handler: EventHandler): this;
   once<E extends keyof LocalEvents>(event: E, handler: LocalEvents[E]): this;
-  once(event: string, handler: EventHandler): this;
+  once<E extends string>(event: Exclude<E, keyof LocalEvents>, handler: EventHandler): this;
   off(event?: string, handler?: (...args: never[]) => unknown): this;
 
   toString(): string;
