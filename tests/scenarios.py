@@ -170,6 +170,8 @@ SCENARIOS: list[Scenario] = [
                     "data": {"hint": "ask for a new one"},
                 },
             ),
+            # The local connect_error event carries the same refusal.
+            step("next_connect_error", expect={"error": "ConnectError", "message": "invalid token"}),
             step("state", expect={"state": "disconnected"}),
             step("connect", auth={"token": "good"}, expect={"connected": True}),
             step("call", event="whoami", args=[], expect={"result": {"token": "good"}}),

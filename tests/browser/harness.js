@@ -67,7 +67,7 @@ async function make(options) {
   if (client !== null) await client.disconnect();
   inbox = new Inbox();
   client = new ns.NanoSocketClient("/", { ...RECONNECT, ...options });
-  for (const event of [...listen, "disconnect"]) client.on(event, (...args) => inbox.push(event, args));
+  for (const event of [...listen, "disconnect", "connect_error"]) client.on(event, (...args) => inbox.push(event, args));
   for (const { event, reply, error } of served) {
     client.on(event, (...args) => {
       if (error !== null && error !== undefined) throw new Error(error);
@@ -123,6 +123,10 @@ export async function perform(step) {
       return {};
     case "next_event":
       return { args: toTable(await guard(inbox.next(step.event), `event ${step.event}`)) };
+    case "next_connect_error": {
+      const [error] = await guard(inbox.next("connect_error"), "connect_error");
+      return observeError(error);
+    }
     case "next_disconnect": {
       const [reason] = await guard(inbox.next("disconnect"), "disconnect");
       return { reason };

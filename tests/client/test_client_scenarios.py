@@ -63,7 +63,7 @@ class PythonDriver:
             **python_options({**RECONNECT, **options.pop("js", {})}),
             **options,
         )
-        for event in [*self.listen, "disconnect"]:
+        for event in [*self.listen, "disconnect", "connect_error"]:
             client.on(event, lambda *args, event=event: self.inbox[index, event].put_nowait(list(args)))
         for event, reply, error in self.served[index]:
             client.on(event, self.answer(reply, error))
@@ -132,6 +132,9 @@ class PythonDriver:
         if op == "next_event":
             args = await asyncio.wait_for(self.inbox[index, step["event"]].get(), HANG_GUARD)
             return {"args": to_table(args)}
+        if op == "next_connect_error":
+            (error,) = await asyncio.wait_for(self.inbox[index, "connect_error"].get(), HANG_GUARD)
+            return observe_error(error)
         if op == "next_disconnect":
             (reason,) = await asyncio.wait_for(self.inbox[index, "disconnect"].get(), HANG_GUARD)
             return {"reason": reason}
