@@ -105,7 +105,12 @@ SCENARIOS: list[Scenario] = [
         [
             step("serve", event="question", reply={"answer": 42}),
             step("serve", event="broken", error="nope"),
+            # A handler that answers later: async in Python, a returned Promise in JavaScript.
+            step("serve", event="later", reply=[1, b("ff")], later=True),
+            step("serve", event="later_broken", error="not today", later=True),
             step("connect", expect={"connected": True}),
+            step("call", event="ask", args=["later"], expect={"result": [1, b("ff")]}),
+            step("call", event="ask", args=["later_broken"], expect={"result": {"error": "not today"}}),
             step(
                 "call",
                 event="ask",

@@ -68,12 +68,17 @@ async function make(options) {
   inbox = new Inbox();
   client = new ns.NanoSocketClient("/", { ...RECONNECT, ...options });
   for (const event of [...listen, "disconnect", "connect_error"]) client.on(event, (...args) => inbox.push(event, args));
-  for (const { event, reply, error } of served) {
-    client.on(event, (...args) => {
+  for (const { event, reply, error, later } of served) {
+    const answer = (args) => {
       if (error !== null && error !== undefined) throw new Error(error);
       const value = toNative(reply);
-      return value !== null && typeof value === "object" && !Array.isArray(value) ? { ...value, args } : value;
-    });
+      const plain = value !== null && typeof value === "object" && !Array.isArray(value) && !(value instanceof Uint8Array);
+      return plain ? { ...value, args } : value;
+    };
+    // `later`: a returned Promise that resolves (or rejects) after a macrotask.
+    client.on(event, (...args) =>
+      later ? new Promise((resolve) => setTimeout(resolve, 0)).then(() => answer(args)) : answer(args),
+    );
   }
   window.client = client;
   return client;

@@ -279,3 +279,39 @@ def test_a_silent_server_is_a_ping_timeout(chromium: BrowserLoop, pages: Pages) 
             assert await page.evaluate("window.silent.connectionState") == "disconnected"
 
     chromium.run(body())
+
+
+def test_the_client_works_as_a_copied_file(chromium: BrowserLoop, pages: Pages) -> None:
+    """nanosocket.js needs nothing of /nanosocket.js: copied next to a page, imported by a relative
+    path (its default export), it talks to a server given by URL."""
+    script = (ROOT / "src" / "nanosocket" / "static" / "nanosocket.js").read_bytes()
+    html = b"""<!doctype html><meta charset="utf-8"><title>copied</title>
+<script type="module">
+import NanoSocketClient from "./vendor/nanosocket.js";
+window.NanoSocketClient = NanoSocketClient;
+</script>"""
+
+    async def body() -> None:
+        server = NanoSocket(port=0, host="127.0.0.1", cors="*")
+        server.route("/app/index.html")(lambda request: (200, html, {"Content-Type": "text/html"}))
+        server.route("/app/vendor/nanosocket.js")(
+            lambda request: (200, script, {"Content-Type": "text/javascript"})
+        )
+        server.on("connection", lambda socket: socket.on("add", lambda a, b: a + b))
+        async with server:
+            page = await pages.open(
+                f"http://127.0.0.1:{server.port}/app/index.html",
+                "typeof window.NanoSocketClient === 'function'",
+            )
+            result = await page.evaluate(
+                """async (url) => {
+                    const client = new window.NanoSocketClient(url);
+                    const sum = await client.call("add", 40, 2);
+                    await client.disconnect();
+                    return [sum, client.connectionState];
+                }""",
+                f"ws://127.0.0.1:{server.port}/",
+            )
+            assert result == [42, "disconnected"]
+
+    chromium.run(body())

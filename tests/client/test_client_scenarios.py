@@ -51,7 +51,7 @@ class PythonDriver:
         self.listen = listen
         self.clients: dict[int, NanoSocketClient] = {}
         self.inbox: defaultdict[tuple[int, str], asyncio.Queue[list[Any]]] = defaultdict(asyncio.Queue)
-        self.served: dict[int, list[tuple[str, Any, Any]]] = defaultdict(list)
+        self.served: dict[int, list[tuple[str, Any, Any, bool]]] = defaultdict(list)
 
     async def make(self, index: int, auto_connect: bool, **options: Any) -> NanoSocketClient:
         old = self.clients.pop(index, None)
@@ -65,25 +65,31 @@ class PythonDriver:
         )
         for event in [*self.listen, "disconnect", "connect_error"]:
             client.on(event, lambda *args, event=event: self.inbox[index, event].put_nowait(list(args)))
-        for event, reply, error in self.served[index]:
-            client.on(event, self.answer(reply, error))
+        for event, reply, error, later in self.served[index]:
+            client.on(event, self.answer(reply, error, later))
         self.clients[index] = client
         return client
 
     @staticmethod
-    def answer(reply: Any, error: str | None) -> Any:
+    def answer(reply: Any, error: str | None, later: bool) -> Any:
         def handler(*args: Any) -> Any:
             if error is not None:
                 raise RuntimeError(error)
             return {**to_native(reply), "args": list(args)} if isinstance(reply, dict) else to_native(reply)
 
-        return handler
+        async def async_handler(*args: Any) -> Any:
+            await asyncio.sleep(0)
+            return handler(*args)
+
+        return async_handler if later else handler
 
     async def perform(self, step: dict[str, Any]) -> dict[str, Any]:
         index, op = step["client"], step["op"]
         client = self.clients.get(index)
         if op == "serve":
-            self.served[index].append((step["event"], step.get("reply"), step.get("error")))
+            self.served[index].append(
+                (step["event"], step.get("reply"), step.get("error"), step.get("later", False))
+            )
             return {}
         if op == "create":
             await self.make(index, True, js=step.get("options", {}))
