@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PORT ?= 3000
 
-.PHONY: demo test lint typecheck pytest conformance bench venv clean browser-deps
+.PHONY: demo test lint typecheck pytest conformance conformance-compression conformance-compression-quick \
+	bench venv clean browser-deps
 
 # Creates the venv and installs the package (compiling the extension when there is one).
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/nanosocket/_speedups/*.pyx)
@@ -50,7 +51,20 @@ browser-deps:
 conformance: venv
 	$(PY) tests/conformance/autobahn.py
 
-test: lint typecheck browser-deps pytest conformance
+# permessage-deflate: every case (1-13) against the echo server in each compression mode, about
+# 16 minutes per mode here (12.*/13.* are minutes of wstest CPU). `make test` runs a quick subset in
+# one mode: every payload kind and negotiation variant, once unfragmented and once auto-fragmented.
+COMPRESSION_QUICK_CASES := 12.*.1,12.*.11,13.*.1,13.*.11
+
+conformance-compression: venv
+	$(PY) tests/conformance/autobahn.py --compression shared --output-dir build/conformance-shared
+	$(PY) tests/conformance/autobahn.py --compression dedicated --output-dir build/conformance-dedicated
+
+conformance-compression-quick: venv
+	$(PY) tests/conformance/autobahn.py --compression dedicated --cases "$(COMPRESSION_QUICK_CASES)" \
+		--output-dir build/conformance-compression-quick
+
+test: lint typecheck browser-deps pytest conformance conformance-compression-quick
 
 bench: venv
 	$(PIP) install -e '.[dev,bench]'
