@@ -125,13 +125,22 @@ def check_event_name(name: object) -> str:
     return name
 
 
+# Names that passed check_emit_name: an app emits a handful of names millions of times.
+_VALID_EMIT_NAMES: set[str] = set()
+
+
 def check_emit_name(name: object) -> str:
     """Validate the name of an event emitted locally; reserved or ``$`` names raise ValueError."""
+    if type(name) is str and name in _VALID_EMIT_NAMES:
+        return name
     if type(name) is not str or not name or name[0] == "$" or name in PEER_RESERVED_EVENTS or "\x00" in name:
         raise ValueError(
             f"cannot emit {name!r}: event names are non-empty strings without NUL, not starting "
             f"with '$' and not one of {sorted(PEER_RESERVED_EVENTS)}"
         )
+    if len(_VALID_EMIT_NAMES) >= 4096:
+        _VALID_EMIT_NAMES.clear()
+    _VALID_EMIT_NAMES.add(name)
     return name
 
 

@@ -178,7 +178,22 @@ class Connection:
         host.stats.messages_in += 1
         try:
             decoded = decode_text(message) if type(message) is str else decode_binary(message)  # type: ignore[arg-type]
-            if type(decoded) is list:
+            if type(decoded) is dict:
+                # The common case first: an event without an ack whose arguments are a list (what
+                # read_envelope would accept as is); anything else takes the general path.
+                event = decoded.get("event")
+                args = decoded.get("data")
+                if (
+                    type(event) is str
+                    and type(args) is list
+                    and "ack" not in decoded
+                    and event
+                    and "\x00" not in event
+                ):
+                    self._dispatch(event, args, None)
+                else:
+                    self._envelope(decoded)
+            elif type(decoded) is list:
                 if len(decoded) > MAX_BATCH:
                     raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
                 for envelope in decoded:
@@ -186,7 +201,7 @@ class Connection:
                     if self._state is not SocketState.CONNECTED:
                         break
             else:
-                self._envelope(decoded)
+                raise EnvelopeError("an envelope must be an object")
         except ProtocolError as exc:
             self._violation(exc)
 
@@ -339,7 +354,7 @@ class Connection:
         stats = self._host.stats
         if status:
             stats.messages_out += 1
-            stats.bytes_out += frame.last_size if isinstance(frame, OutgoingMessage) else len(frame)
+            stats.bytes_out += len(frame) if type(frame) is bytes else frame.last_size  # type: ignore[union-attr]
         elif volatile:
             stats.volatile_dropped += 1
         return status

@@ -115,7 +115,7 @@ class Socket(Connection):
             check_emit_name(event)
             return SendStatus.DROPPED
         payload, binary = encode_event(check_emit_name(event), args)
-        return self.send_frame(self._frame(payload, binary))
+        return self._write(self._frame(payload, binary))
 
     @property
     def volatile(self) -> _VolatileEmitter:
