@@ -26,7 +26,7 @@ from .protocol.handshake import (
     parse_ws_url,
     wants_upgrade,
 )
-from .transport import ClientSide, Heartbeat, WebSocket
+from .transport import ClientSide, Flusher, Heartbeat, WebSocket
 
 __all__ = ["ConnectHandler", "HttpHandler", "WebSocketServer", "connect", "serve"]
 
@@ -84,6 +84,8 @@ class WebSocketServer:
         self._http_handler = http_handler or _default_http
         self._response_headers = tuple(response_headers)
         self.heartbeat = Heartbeat(self.options.idle_timeout) if self.options.idle_timeout else None
+        #: Coalesces the writes of sends made outside reads (broadcasts) to once per iteration.
+        self.flusher = Flusher()
         #: Every connection past its opening handshake, until its TCP connection is gone.
         self.connections: set[WebSocket] = set()
         self._handshaking: set[WebSocket] = set()

@@ -30,10 +30,12 @@ from .protocol.handshake import (
 )
 from .protocol.websocket import State, WebSocketConnection
 
-__all__ = ["ClientSide", "Heartbeat", "SendStatus", "ServerEndpoint", "WebSocket"]
+__all__ = ["ClientSide", "Flusher", "Heartbeat", "SendStatus", "ServerEndpoint", "WebSocket"]
 
 logger = logging.getLogger("nanosocket.transport")
 
+#: Bytes sent outside a read that may wait for the end of the loop iteration before a write.
+COALESCE_LIMIT = 64 * 1024
 #: Messages held for ``recv()`` before reading from the peer pauses.
 INBOX_HIGH_WATER = 64
 
@@ -42,7 +44,7 @@ class SendStatus(IntEnum):
     """What became of a send (truthy when the message was accepted)."""
 
     DROPPED = 0  #: not sent: the connection is not open, or the backpressure policy dropped it
-    SUCCESS = 1  #: handed to the kernel (or to this read batch's single write)
+    SUCCESS = 1  #: handed to the kernel, or to the single write of this read batch / loop iteration
     BACKPRESSURE = 2  #: accepted, but waits in the outbound buffer: the peer reads slowly
 
     def __bool__(self) -> bool:
@@ -54,6 +56,7 @@ class ServerEndpoint(Protocol):
 
     options: WebSocketOptions
     heartbeat: Heartbeat | None
+    flusher: Flusher
 
     def handle_request(self, ws: WebSocket, request: Request) -> None:
         """Answer a complete request head: ``ws.accept(...)``, ``ws.respond(...)`` or ``ws.reject(...)``."""
@@ -66,7 +69,7 @@ class ClientSide:
     """What a client-side WebSocket needs: its handshake (and the permessage-deflate offer in it, if
     any), the future it resolves, its heartbeat."""
 
-    __slots__ = ("deflate", "heartbeat", "key", "request", "subprotocols", "waiter")
+    __slots__ = ("deflate", "flusher", "heartbeat", "key", "request", "subprotocols", "waiter")
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class ClientSide:
         self.subprotocols = subprotocols
         self.waiter = waiter
         self.heartbeat = heartbeat
+        self.flusher = Flusher()
         self.deflate = deflate
 
 
@@ -101,6 +105,7 @@ class WebSocket(asyncio.Protocol):
         "_corked",
         "_early",
         "_endpoint",
+        "_flush_pending",
         "_idle_ticks",
         "_inbox",
         "_inbox_waiter",
@@ -131,6 +136,7 @@ class WebSocket(asyncio.Protocol):
         self._reader: RequestReader | ResponseReader | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._corked = False
+        self._flush_pending = False
         self._early = b""
         self._idle_ticks = 0
         self._lost = False
@@ -216,7 +222,13 @@ class WebSocket(asyncio.Protocol):
     def buffered_amount(self) -> int:
         """Bytes accepted for sending that the kernel has not taken yet."""
         transport = self._transport
-        return transport.get_write_buffer_size() if transport is not None else 0
+        if transport is None:
+            return 0
+        conn = self._conn
+        if self._flush_pending and conn is not None:
+            # Sends made outside a read wait for the end of the loop iteration: they count too.
+            return transport.get_write_buffer_size() + conn.pending_bytes
+        return transport.get_write_buffer_size()
 
     @property
     def options(self) -> WebSocketOptions:
@@ -377,8 +389,7 @@ class WebSocket(asyncio.Protocol):
         if conn is None or conn.state is not State.OPEN:
             return SendStatus.DROPPED
         if volatile:
-            transport = self._transport
-            if transport is None or transport.get_write_buffer_size() > self._options.max_backpressure:
+            if self._transport is None or self.buffered_amount > self._options.max_backpressure:
                 return SendStatus.DROPPED
         elif self._over_backpressure():
             return SendStatus.DROPPED
@@ -398,10 +409,9 @@ class WebSocket(asyncio.Protocol):
 
     def _over_backpressure(self) -> bool:
         """Apply the backpressure policy; True when this send must not happen."""
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
             return True
-        if transport.get_write_buffer_size() <= self._options.max_backpressure:
+        if self.buffered_amount <= self._options.max_backpressure:
             return False
         if self._options.backpressure_policy == "close":
             self.abort_slow_consumer()
@@ -418,11 +428,35 @@ class WebSocket(asyncio.Protocol):
 
     def _flush_if_uncorked(self, conn: WebSocketConnection) -> SendStatus:
         if self._corked:
+            # A read batch is being handled: its single write follows.
             return SendStatus.SUCCESS
         transport = self._transport
         assert transport is not None
-        transport.write(conn.data_to_send())
+        if conn.pending_bytes >= min(COALESCE_LIMIT, self._options.max_backpressure >> 1):
+            # A big message or a burst: hand it to the kernel now, so that the buffer (and
+            # the backpressure it signals) is real before the backpressure limit is reached.
+            self._flush(conn)
+        elif not self._flush_pending:
+            # Outside a read (a broadcast, a timer): write once at the end of this loop
+            # iteration, together with whatever else is sent to this peer meanwhile.
+            self._flush_pending = True
+            self._flusher().add(self)
+        # This iteration's own writes are not backpressure: only what the kernel has not taken.
         return SendStatus.SUCCESS if not transport.get_write_buffer_size() else SendStatus.BACKPRESSURE
+
+    def flush_pending(self) -> None:
+        """Write what was sent outside a read during this loop iteration (called by the Flusher)."""
+        self._flush_pending = False
+        conn = self._conn
+        if conn is not None and not self._lost:
+            self._flush(conn)
+
+    def _flusher(self) -> Flusher:
+        endpoint = self._endpoint
+        if endpoint is not None:
+            return endpoint.flusher
+        assert self._client is not None
+        return self._client.flusher
 
     def _flush(self, conn: WebSocketConnection) -> None:
         """Write what the core queued; then act on a finished close."""
@@ -668,6 +702,33 @@ class WebSocket(asyncio.Protocol):
         side = "client" if self._client is not None else "server"
         state = self._conn.state.name if self._conn is not None else "HANDSHAKE"
         return f"<WebSocket {side} {state} {self.remote_address}>"
+
+
+class Flusher:
+    """Writes, once per loop iteration, the output of every connection sent to outside a read.
+
+    Many sends to one peer within an iteration (a burst of broadcasts) become one write; one
+    scheduled callback serves every connection of an endpoint.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: list[WebSocket] = []
+
+    def add(self, ws: WebSocket) -> None:
+        pending = self._pending
+        if not pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        pending.append(ws)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for ws in pending:
+            try:
+                ws.flush_pending()
+            except Exception:
+                logger.exception("deferred write failed")
 
 
 class Heartbeat:

@@ -129,6 +129,7 @@ class WebSocketConnection:
         "deflate",
         "handler",
         "options",
+        "pending_bytes",
         "state",
     )
 
@@ -154,6 +155,8 @@ class WebSocketConnection:
         self._msg_frames = 0
         self._utf8_tail = b""
         self._out: list[bytes] | None = None
+        #: How many bytes are queued for the peer (not yet taken by ``data_to_send``).
+        self.pending_bytes = 0
         #: permessage-deflate as negotiated in the opening handshake; None: not negotiated.
         self.deflate = deflate
         # The fragmented compressed message being received, if any.
@@ -391,8 +394,10 @@ class WebSocketConnection:
         out = self._out
         if out is None:
             self._out = [frame]
+            self.pending_bytes = len(frame)
         else:
             out.append(frame)
+            self.pending_bytes += len(frame)
 
     def data_to_send(self) -> bytes:
         """Return (and forget) the bytes queued for the peer, as one buffer."""
@@ -400,6 +405,7 @@ class WebSocketConnection:
         if out is None:
             return b""
         self._out = None
+        self.pending_bytes = 0
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _require_open(self) -> None:
