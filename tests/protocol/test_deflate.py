@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from nanosocket.errors import InvalidHandshake
 from nanosocket.options import WebSocketOptions
@@ -835,3 +837,56 @@ def test_stats_count_compressions_and_inflations() -> None:
     assert stats.compressed_frames == 1
     assert stats.compressed_broadcast_frames == 0
     assert stats.inflated_messages == 1
+
+
+# ---------------------------------------------------------------------- fuzzing
+
+HEADER_TEXT = st.text(
+    alphabet=st.sampled_from(list('permessage-deflate_clientservrbitswx0123456789;,=" \t\\'))
+)
+
+
+@given(st.lists(HEADER_TEXT, max_size=3))
+@example(['permessage-deflate; client_max_window_bits="1\\5"'])
+@example(["permessage-deflate;;"])
+@example(["permessage-deflate; client_max_window_bits=8, permessage-deflate; server_max_window_bits=8"])
+def test_offers_and_answers_only_raise_documented_errors(values: list[str]) -> None:
+    try:
+        parse_extensions(values)
+    except ValueError:
+        pass
+    for mode in ("shared", "dedicated"):
+        accepted = ServerDeflate(options(mode)).negotiate(values)  # never raises: declines
+        if accepted is not None and "client_max_window_bits=8" not in accepted[1]:
+            # Whatever was accepted, the answer is one our client takes (ours never offers
+            # client_max_window_bits=8, the one value zlib cannot compress with).
+            assert ClientDeflate(options("dedicated")).accept([accepted[1]]) is not None
+        try:
+            ClientDeflate(options(mode)).accept(values)
+        except InvalidHandshake:
+            pass
+
+
+@given(
+    data=st.binary(max_size=5000) | st.text(max_size=2000).map(str.encode),
+    cuts=st.lists(st.integers(min_value=0, max_value=6000), max_size=6),
+    mode=st.sampled_from(["shared", "dedicated"]),
+)
+def test_any_message_in_any_fragments_round_trips(data: bytes, cuts: list[int], mode: str) -> None:
+    conn, recorder = server_side(mode, compression_threshold=0)
+    payload = deflate_raw(data)
+    points = sorted({min(cut, len(payload)) for cut in cuts} | {0, len(payload)})
+    pieces = [payload[start:end] for start, end in itertools.pairwise(points)] or [b""]
+    frames = b"".join(
+        server_frame(
+            BINARY if index == 0 else CONTINUATION, piece, fin=index == len(pieces) - 1, rsv1=index == 0
+        )
+        for index, piece in enumerate(pieces)
+    )
+    conn.receive_data(frames)
+    assert recorder.events == [("binary", data)]
+    # And what the connection compresses, plain zlib reads back.
+    conn.send_binary(data)
+    (frame,) = read_frames(conn.data_to_send())
+    assert frame.rsv1
+    assert inflate_raw(frame.payload, 12) == data
