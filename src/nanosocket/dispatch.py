@@ -140,12 +140,12 @@ class HandlerRegistry:
     __slots__ = ("_by_event",)
 
     def __init__(self) -> None:
-        self._by_event: dict[str, list[Handler]] = {}
+        # Tuples, not lists: no spare capacity per event, and a dispatch loop iterating one
+        # during on()/off() keeps a stable snapshot (they are replaced, never changed).
+        self._by_event: dict[str, tuple[Handler, ...]] = {}
 
     def on(self, event: str, fn: AnyHandler, *, once: bool = False) -> None:
-        # Lists are replaced, never changed in place: a dispatch loop iterating the old list
-        # during on()/off() sees a stable snapshot.
-        self._by_event[event] = [*self._by_event.get(event, ()), Handler(fn, once=once)]
+        self._by_event[event] = (*self._by_event.get(event, ()), Handler(fn, once=once))
 
     def register(self, event: str, fn: F | None, *, once: bool = False) -> F | Callable[[F], F]:
         """``on``/``once`` for public APIs: with ``fn`` register it and return it; without,
@@ -171,20 +171,20 @@ class HandlerRegistry:
         handlers = self._by_event.get(event)
         if handlers is None:
             return
-        remaining = [h for h in handlers if h.fn is not fn and h.fn != fn]
+        remaining = tuple(h for h in handlers if h.fn is not fn and h.fn != fn)
         if remaining:
             self._by_event[event] = remaining
         else:
             del self._by_event[event]
 
-    def get(self, event: str) -> list[Handler] | None:
+    def get(self, event: str) -> tuple[Handler, ...] | None:
         """The handlers of ``event`` (None when there are none); ``once`` handlers are removed."""
         handlers = self._by_event.get(event)
         if handlers is None:
             return None
         for handler in handlers:
             if handler.once:
-                remaining = [h for h in handlers if not h.once]
+                remaining = tuple(h for h in handlers if not h.once)
                 if remaining:
                     self._by_event[event] = remaining
                 else:

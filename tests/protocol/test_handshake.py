@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from nanosocket.errors import HandshakeError, HandshakeRejected, InvalidHandshake
 from nanosocket.protocol.handshake import (
+    CompactHeaders,
     Headers,
     Request,
     RequestReader,
@@ -683,3 +684,36 @@ def test_headers_raw_items_is_a_copy() -> None:
     headers.raw_items().append(("b", "2"))
     assert "b" not in headers
     assert len(Headers()) == 0
+
+
+# ------------------------------------------------------------------ CompactHeaders
+
+_header_name = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=12
+)
+_header_value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=40)
+
+
+@given(st.lists(st.tuples(_header_name, _header_value), max_size=12))
+def test_compact_headers_read_exactly_like_headers(items: list[tuple[str, str]]) -> None:
+    """What a server keeps per connection (one string) reads back exactly as the parsed list:
+    repeated names, empty values and values containing ':' included."""
+    full = Headers(items)
+    compact = CompactHeaders(items)
+    assert compact.raw_items() == full.raw_items()
+    assert dict(compact) == dict(full) and len(compact) == len(full) and list(compact) == list(full)
+    for name, _ in items:
+        assert compact.get_all(name.upper()) == full.get_all(name)
+
+
+def test_a_compacted_request_keeps_everything_but_the_list() -> None:
+    request = Request("GET", "/chat?room=a", Headers([("Host", "h:1"), ("X-Token", "a:b"), ("X-Token", "")]))
+    kept = request.compact()
+    assert isinstance(kept.headers, CompactHeaders)
+    assert (kept.method, kept.target, kept.keep_alive, kept.query) == (
+        "GET",
+        "/chat?room=a",
+        True,
+        {"room": "a"},
+    )
+    assert kept.headers["x-token"] == "a:b, " and kept.headers.get_all("host") == ["h:1"]

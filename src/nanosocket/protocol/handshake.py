@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,6 +23,7 @@ from ..errors import HandshakeRejected, InvalidHandshake
 from .deflate import ClientDeflate
 
 __all__ = [
+    "CompactHeaders",
     "Headers",
     "Request",
     "RequestReader",
@@ -52,6 +53,9 @@ class Headers(Mapping[str, str]):
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items = [(name.lower(), value) for name, value in items]
 
+    def _pairs(self) -> list[tuple[str, str]]:
+        return self._items
+
     def __getitem__(self, name: str) -> str:
         values = self.get_all(name)
         if not values:
@@ -61,23 +65,44 @@ class Headers(Mapping[str, str]):
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in order."""
         key = name.lower()
-        return [value for item_name, value in self._items if item_name == key]
+        return [value for item_name, value in self._pairs() if item_name == key]
 
     def raw_items(self) -> list[tuple[str, str]]:
         """Every (lower-case name, value) pair, repeats included."""
-        return list(self._items)
+        return list(self._pairs())
 
     def __iter__(self) -> Iterator[str]:
         seen: dict[str, None] = {}
-        for name, _ in self._items:
+        for name, _ in self._pairs():
             seen.setdefault(name)
         return iter(seen)
 
     def __len__(self) -> int:
-        return len({name for name, _ in self._items})
+        return len({name for name, _ in self._pairs()})
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"{type(self).__name__}({self._pairs()!r})"
+
+
+class CompactHeaders(Headers):
+    """Headers kept as one string and split again when read: what a server keeps per connection
+    for ``socket.handshake`` (a list of tuples costs several times the bytes it holds)."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        # Header names never contain ":" and values never contain a line break (httptools
+        # refuses both), so "name:value" lines joined by "\n" round-trip exactly.
+        self._raw = "\n".join(f"{name.lower()}:{value}" for name, value in items)
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        if not self._raw:
+            return []
+        pairs = []
+        for line in self._raw.split("\n"):
+            name, _, value = line.partition(":")
+            pairs.append((name, value))
+        return pairs
 
 
 def _tokens(value: str | None, *, lower: bool = True) -> list[str]:
@@ -96,6 +121,10 @@ class Request:
     target: str
     headers: Headers
     keep_alive: bool = True
+
+    def compact(self) -> Request:
+        """The same request with its headers kept compactly (for requests kept per connection)."""
+        return replace(self, headers=CompactHeaders(self.headers.raw_items()))
 
     @property
     def path(self) -> str:

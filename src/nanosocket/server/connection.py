@@ -126,7 +126,8 @@ class Connection:
         self.id = new_socket_id()
         self._host = host
         self._ws = ws
-        self._request = request
+        # Kept for socket.handshake, compactly: most apps never read it after the connect step.
+        self._request = request.compact()
         self._time = time.time()
         address = ws.remote_address
         self._address = address[0] if address is not None else ""
