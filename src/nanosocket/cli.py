@@ -3,8 +3,12 @@
     nanosocket echo-server --port 9001 [--max-payload-length N] [--max-fragments N]
                            [--compression off|shared|dedicated]
 
+    nanosocket bench [--quick] [--scenarios ...] [--servers ...]
+
 ``echo-server`` echoes every message back through the same connection code path real servers
 use; it is what the Autobahn TestSuite conformance run and the engine benchmarks talk to.
+``bench`` runs the benchmark suite (``python -m benchmarks``, arguments passed on) of the source
+checkout NanoSocket runs from, or of the current directory; it needs the repository's benchmarks/.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import argparse
 import asyncio
 import logging
 import signal
+import subprocess
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 
 import uvloop
 
@@ -88,7 +94,24 @@ def run_loop(coro: Coroutine[object, object, None]) -> None:
     uvloop.run(coro)
 
 
+def _run_bench(args: Sequence[str]) -> int:
+    """``nanosocket bench ARGS``: ``python -m benchmarks ARGS`` in the repository that has it."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (root / "benchmarks" / "__main__.py").is_file():
+            return subprocess.call([sys.executable, "-m", "benchmarks", *args], cwd=root)
+    print(
+        "nanosocket bench: the benchmark suite is not here. It lives in the benchmarks/ directory of "
+        "the NanoSocket source repository (it is not part of the installed package): run it from a "
+        "checkout, e.g. `make bench` or `nanosocket bench` in the repository's root.",
+        file=sys.stderr,
+    )
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _run_bench(argv[1:])
     parser = argparse.ArgumentParser(prog="nanosocket", description="NanoSocket command line")
     commands = parser.add_subparsers(dest="command", required=True)
     echo = commands.add_parser("echo-server", help="a WebSocket echo server (conformance, benchmarks)")
@@ -96,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo.add_argument("--port", type=int, default=9001)
     _add_limit_options(echo)
     echo.add_argument("--log-level", default="WARNING")
+    commands.add_parser("bench", help="run the benchmark suite of a source checkout (python -m benchmarks)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
