@@ -3,8 +3,12 @@
     python -m benchmarks                         # every scenario, every server, 3 runs each
     python -m benchmarks --quick                 # a fast smoke run (1 run, short, 1,000 idle conns)
     python -m benchmarks --scenarios echo,idle --servers nanosocket,picows --repeats 3
-    python -m benchmarks --scenarios events --servers nanosocket-events,picows-events
+    python -m benchmarks --scenarios events --servers nanosocket-events,picows-events,node-socketio
+    python -m benchmarks --scenarios targets --servers nanosocket-events   # the issue's targets only
     python -m benchmarks --list
+
+Peer servers' dependencies (python-socketio, websockets, Node ws and socket.io) are installed on first
+use into benchmarks/.peers/ (gitignored), not into the project venv.
 
 Writes ``benchmarks/results/latest.md``, ``latest.json`` and ``latest.png`` (``quick.*`` for --quick);
 the output of every run's server and load generator goes to ``benchmarks/results/raw/``.
@@ -27,7 +31,7 @@ from .procstat import machine_facts
 from .progress import ProgressBar
 from .report import render_markdown, summarize, write_chart, write_json
 from .runner import RunOptions, can_pin, run_once
-from .scenarios import ALIASES, SCENARIOS, Timing
+from .scenarios import ALIASES, SCENARIOS, TARGET_SERVER, Timing
 from .servers import SERVERS, pairs
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -53,6 +57,22 @@ def _source_state() -> dict[str, Any]:
     }
 
 
+def _target_json(name: str, summary: dict[str, Any]) -> dict[str, Any] | None:
+    target = SCENARIOS[name].target
+    if target is None:
+        return None
+    stat = summary.get(name, {}).get(TARGET_SERVER, {}).get(target.key)
+    return {
+        "server": TARGET_SERVER,
+        "metric": target.key,
+        "op": target.op,
+        "value": target.value,
+        "text": target.text,
+        "measured_median": None if stat is None else stat.median,
+        "reached": None if stat is None else target.reached(stat.median),
+    }
+
+
 def _names(value: str, known: dict[str, Any], aliases: dict[str, tuple[str, ...]], what: str) -> list[str]:
     names: list[str] = []
     for item in filter(None, (part.strip() for part in value.split(","))):
@@ -71,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a fast smoke run: 1 repeat, 1 s runs, 1,000 idle conns"
     )
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated (aliases: echo, latency, events)"
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated (aliases: " + ", ".join(ALIASES) + ")",
     )
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated servers to measure")
     parser.add_argument("--repeats", type=int, help="runs per figure (default 3; 1 with --quick)")
@@ -103,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = _names(args.scenarios, SCENARIOS, ALIASES, "scenario")
     servers = _names(args.servers, SERVERS, {}, "server")
     for name in list(servers):
+        print(f"preparing server {name}", file=sys.stderr, flush=True)
         reason = SERVERS[name].check()
         if reason is not None:
             print(f"skipping server {name}: {reason}", file=sys.stderr)
@@ -128,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         {"nanosocket", "orjson", "matplotlib", *(p for s in servers for p in SERVERS[s].packages)}
     )
     machine = machine_facts(packages)
+    machine["peer_versions"] = {k: v for s in servers for k, v in SERVERS[s].versions().items()}
     source = _source_state()
 
     plan = [
@@ -179,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         servers=servers,
         server_titles={s: SERVERS[s].title for s in servers},
         pairs=compared,
+        families={s: SERVERS[s].dialect.family for s in servers},
         machine=machine,
         settings=settings,
         command=command,
@@ -192,9 +217,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "settings": settings,
             "machine": machine,
             "scenarios": {
-                n: {"title": SCENARIOS[n].title, "description": SCENARIOS[n].description} for n in scenarios
+                n: {
+                    "title": SCENARIOS[n].title,
+                    "description": SCENARIOS[n].description,
+                    "target": _target_json(n, summary),
+                }
+                for n in scenarios
             },
-            "servers": {s: {"title": SERVERS[s].title} for s in servers},
+            "servers": {
+                s: {"title": SERVERS[s].title, "command": SERVERS[s].command("HOST", 0)} for s in servers
+            },
             "pairs": [{"nanosocket": ours, "peer": peer} for ours, peer in compared],
             "summary": {
                 sc: {sv: {k: st.as_dict() for k, st in metrics.items()} for sv, metrics in per.items()}

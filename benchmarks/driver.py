@@ -1,7 +1,8 @@
 """Drives the C load generator: builds it on first use and runs it.
 
 The binary is compiled with ``cc -O2`` (or ``$CC``) into ``benchmarks/loadgen/build/`` (gitignored)
-whenever it is missing or older than its sources; nothing but a C compiler is needed.
+whenever it is missing or older than its sources; nothing but a C compiler is needed. The same goes
+for ``refserver`` (``ensure_built("refserver")``), the minimal C server that calibrates it.
 
     python -m benchmarks.driver build            # compile (if needed) and print the binary's path
     python -m benchmarks.driver --mode echo ...  # compile if needed, then run it with these arguments
@@ -21,11 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BINARY", "LoadgenError", "LoadgenProcess", "ensure_built", "run"]
+__all__ = ["BINARY", "REFSERVER", "LoadgenError", "LoadgenProcess", "ensure_built", "run"]
 
 SOURCE_DIR = Path(__file__).resolve().parent / "loadgen"
 BUILD_DIR = SOURCE_DIR / "build"
 BINARY = BUILD_DIR / "loadgen"
+REFSERVER = BUILD_DIR / "refserver"
 CFLAGS = ("-O2", "-Wall", "-Wextra", "-std=gnu11")
 
 _build_lock = threading.Lock()
@@ -35,8 +37,9 @@ class LoadgenError(RuntimeError):
     """The load generator could not be built, or a run did not produce its JSON report."""
 
 
-def _sources() -> list[Path]:
-    return sorted([*SOURCE_DIR.glob("*.c"), *SOURCE_DIR.glob("*.h")])
+def _sources(program: str) -> list[Path]:
+    """The program's own .c file and every header."""
+    return sorted([SOURCE_DIR / f"{program}.c", *SOURCE_DIR.glob("*.h")])
 
 
 def _compiler() -> str:
@@ -46,13 +49,15 @@ def _compiler() -> str:
     raise LoadgenError("no C compiler found (install gcc, or set CC)")
 
 
-def ensure_built(*, force: bool = False) -> Path:
-    """Compile the load generator when it is missing or stale; return the binary's path."""
+def ensure_built(program: str = "loadgen", *, force: bool = False) -> Path:
+    """Compile ``program`` (the load generator, or ``refserver``) when it is missing or stale;
+    return the binary's path."""
+    binary = BUILD_DIR / program
     with _build_lock:
-        sources = _sources()
+        sources = _sources(program)
         newest = max(p.stat().st_mtime for p in sources)
-        if not force and BINARY.exists() and BINARY.stat().st_mtime >= newest:
-            return BINARY
+        if not force and binary.exists() and binary.stat().st_mtime >= newest:
+            return binary
         BUILD_DIR.mkdir(parents=True, exist_ok=True)
         # Build under a temporary name, then rename: concurrent builders never see half a binary.
         fd, tmp = tempfile.mkstemp(prefix=".loadgen-", dir=BUILD_DIR)
@@ -63,8 +68,8 @@ def ensure_built(*, force: bool = False) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise LoadgenError(f"building the load generator failed:\n{' '.join(command)}\n{result.stderr}")
         os.chmod(tmp, 0o755)
-        os.replace(tmp, BINARY)
-        return BINARY
+        os.replace(tmp, binary)
+        return binary
 
 
 class LoadgenProcess:
@@ -182,6 +187,7 @@ def run(args: Sequence[str], *, cpu: int | None = None, timeout: float = 600.0) 
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["build"]:
         print(ensure_built(force="--force" in argv))
+        ensure_built("refserver", force="--force" in argv)
         return 0
     binary = ensure_built()
     return subprocess.call([str(binary), *argv])

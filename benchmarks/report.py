@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .scenarios import LOADGEN_CPU, SCENARIOS, Metric, Scenario
+from .scenarios import CALIBRATION_SERVER, LOADGEN_CPU, SCENARIOS, TARGET_SERVER, Metric, Scenario, Target
 
 __all__ = ["Stat", "render_markdown", "summarize", "write_chart", "write_json"]
 
@@ -132,40 +132,96 @@ def _scenario_table(
     return "\n".join(lines)
 
 
-def _groups(ran: list[str], pairs: list[Pair]) -> list[tuple[str, str | None]]:
-    """The rows of one scenario in the summary: each pair that ran it, then any server left alone."""
-    groups: list[tuple[str, str | None]] = [(o, p) for o, p in pairs if o in ran and p in ran]
-    paired = {name for group in groups for name in group}
-    groups += [(name, None) for name in ran if name not in paired]
-    return groups
+def _target_verdict(target: Target, stat: Stat | None, unit: str) -> str:
+    if stat is None:
+        return f"{target.text}: not measured"
+    share = stat.median / target.value if target.value else 0.0
+    if target.reached(stat.median):
+        return f"{target.text}: **reached** ({fmt(stat.median, unit)})"
+    how = f"{share * 100:.1f}% of it" if target.op == ">=" else f"{share:.1f}{TIMES} the bound"
+    return f"{target.text}: not reached ({fmt(stat.median, unit)}, {how})"
 
 
-def _summary_table(summary: Summary, scenarios: list[str], servers: list[str], pairs: list[Pair]) -> str:
-    head = ["scenario", "figure", "NanoSocket vs peer", "NanoSocket", "peer", "NanoSocket / peer"]
-    head.append("max loadgen CPU")
+def _metric(scenario: Scenario, key: str) -> Metric:
+    return next(m for m in scenario.metrics if m.key == key)
+
+
+def _targets_table(summary: Summary, scenarios: list[str]) -> str:
+    head = ["scenario", "target", f"{TARGET_SERVER} (median, spread)", "reached"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in scenarios:
         scenario = SCENARIOS[name]
-        stats = summary.get(name, {})
-        metric = next(m for m in scenario.metrics if m.key == scenario.headline)
-        for ours, peer in _groups(_ran(stats, servers), pairs):
-            ours_stat = stats.get(ours, {}).get(metric.key)
-            peer_stat = stats.get(peer, {}).get(metric.key) if peer is not None else None
-            cells = [
-                scenario.title,
-                metric.label + _arrow(metric),
-                ours if peer is None else f"{ours} vs {peer}",
+        target = scenario.target
+        if target is None:
+            continue
+        metric = _metric(scenario, target.key)
+        stat = summary.get(name, {}).get(TARGET_SERVER, {}).get(target.key)
+        if stat is None:
+            verdict = "not measured"
+        elif target.reached(stat.median):
+            verdict = "✅ reached"
+        else:
+            share = stat.median / target.value
+            verdict = (
+                f"❌ not reached ({share * 100:.1f}% of the target)"
+                if target.op == ">="
+                else f"❌ not reached ({share:.1f}{TIMES} the bound)"
+            )
+        lines.append(f"| {scenario.title} | {target.text} | {_cell(stat, metric)} | {verdict} |")
+    return "\n".join(lines)
+
+
+def _summary_tables(
+    summary: Summary, scenarios: list[str], servers: list[str], pairs: list[Pair], families: dict[str, str]
+) -> list[str]:
+    """One table per family of servers: a row per scenario with its headline figure for every server
+    of the family (a peer's cell also has the ratio NanoSocket / peer), the target, the load
+    generator's highest CPU."""
+    ours_of = {peer: ours for ours, peer in pairs}
+    out: list[str] = []
+    for family in dict.fromkeys(families[s] for s in servers):
+        columns = [s for s in servers if families[s] == family]
+        rows = [n for n in scenarios if any(summary.get(n, {}).get(s) for s in columns)]
+        if not rows:
+            continue
+        title = "Event servers" if family == "events" else "Raw WebSocket echo servers"
+        out += [f"### {title}", ""]
+        if family == "events":
+            out += [
+                "Median of the runs; a peer's cell has the ratio NanoSocket / peer in brackets (✓ where "
+                f"NanoSocket is ahead). Targets are for `{TARGET_SERVER}`.",
+                "",
             ]
-            cells += [
-                _cell(ours_stat, metric),
-                _cell(peer_stat, metric),
-                _ratio(ours_stat, peer_stat, metric),
-            ]
-            group = [ours] if peer is None else [ours, peer]
-            loadgen = [stats[s][LOADGEN_CPU.key].high for s in group if LOADGEN_CPU.key in stats.get(s, {})]
+        head = ["scenario", "figure", *columns, "target", "max loadgen CPU"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name in rows:
+            scenario = SCENARIOS[name]
+            stats = summary.get(name, {})
+            metric = _metric(scenario, scenario.headline)
+            cells = [scenario.title, metric.label + _arrow(metric)]
+            for server in columns:
+                stat = stats.get(server, {}).get(metric.key)
+                if stat is None:
+                    cells.append("—")
+                    continue
+                cell = fmt(stat.median, metric.unit)
+                ours = ours_of.get(server)
+                if ours is not None:
+                    ratio = _ratio(stats.get(ours, {}).get(metric.key), stat, metric)
+                    if ratio:
+                        cell += f" ({ratio})"
+                cells.append(cell)
+            target = scenario.target
+            if target is not None and TARGET_SERVER in columns:
+                tstat = stats.get(TARGET_SERVER, {}).get(target.key)
+                cells.append(_target_verdict(target, tstat, _metric(scenario, target.key).unit))
+            else:
+                cells.append("")
+            loadgen = [stats[s][LOADGEN_CPU.key].high for s in columns if LOADGEN_CPU.key in stats.get(s, {})]
             cells.append(f"{max(loadgen):.0f}%" if loadgen else "—")
             lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        out += ["\n".join(lines), ""]
+    return out
 
 
 def render_markdown(
@@ -176,6 +232,7 @@ def render_markdown(
     servers: list[str],
     server_titles: dict[str, str],
     pairs: list[Pair],
+    families: dict[str, str],
     machine: dict[str, Any],
     settings: dict[str, Any],
     command: str,
@@ -193,29 +250,41 @@ def render_markdown(
         else "Server and load generator were NOT pinned to separate cores (under 2 cores, or no taskset)."
     )
     out.append(
-        pin + " ↑ / ↓: higher / lower is better. Ratios are NanoSocket / peer for each pair of servers "
-        "measured in this run (NanoSocket's raw echo-server against a raw picows echo server; the "
-        "NanoSocket event server, the full framework, against a hand-written picows + orjson event "
-        "server); ✓ marks where NanoSocket is ahead."
+        pin + " ↑ / ↓: higher / lower is better. Ratios are NanoSocket / peer for each peer measured in "
+        "this run (NanoSocket's raw echo-server against a raw picows echo server; the NanoSocket event "
+        "server, the full framework, against every event peer); ✓ marks where NanoSocket is ahead. "
+        "CPU columns are in % of one core: the server's from /proc, the load generator's from its own "
+        '`getrusage`; "other load on server core" is what other processes used of the server\'s core.'
     )
     source = settings.get("source") or {}
     if source.get("commit"):
         dirty = " plus uncommitted changes in src/" if source.get("src_dirty") else ""
         out += ["", f"Source measured: commit `{source['commit']}`{dirty}."]
-    out += ["", "## Summary", "", _summary_table(summary, scenarios, servers, pairs), ""]
+    targets = _targets_table(summary, scenarios)
+    if targets.count("\n") > 1:
+        out += ["", "## Targets", "", targets]
+    out += ["", "## Summary", ""]
+    out += _summary_tables(summary, scenarios, servers, pairs, families)
     for name in scenarios:
         scenario = SCENARIOS[name]
         out += [f"## {scenario.title}", "", f"{scenario.description}.", ""]
         out += [_scenario_table(scenario, summary.get(name, {}), servers, pairs), ""]
+        if scenario.target is not None and summary.get(name, {}).get(TARGET_SERVER):
+            tmetric = _metric(scenario, scenario.target.key)
+            stat = summary[name][TARGET_SERVER].get(scenario.target.key)
+            verdict = _target_verdict(scenario.target, stat, tmetric.unit)
+            out += [f"Target for {TARGET_SERVER}: {verdict}.", ""]
     out += ["## Servers", ""]
     out += [f"- **{name}**: {server_titles[name]}" for name in servers]
     out += ["", "## Machine", ""]
     packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v)
+    peers = ", ".join(f"{k} {v}" for k, v in machine.get("peer_versions", {}).items() if v)
     out += [
         f"- CPU: {machine['cpu_model']}, {machine['cores']} core(s) ({machine['usable_cores']} usable)",
         f"- Kernel: {machine['kernel']}; Python {machine['python']}; "
         f"{machine['compiler'] or 'no C compiler'}",
-        f"- Packages: {packages}",
+        f"- Packages (project venv): {packages}",
+        *([f"- Peers (benchmarks/.peers/): {peers}"] if peers else []),
         f"- Open files limit: {machine['open_files_limit']}",
         f"- Load average (1/5/15 min) before: {_loads(machine['load_average'])}, "
         f"after: {_loads(settings['load_average_after'])}",
@@ -239,8 +308,21 @@ def _notes(
         (stats[LOADGEN_CPU.key].high, name, server)
         for name in scenarios
         for server, stats in summary.get(name, {}).items()
-        if LOADGEN_CPU.key in stats
+        if LOADGEN_CPU.key in stats and server != CALIBRATION_SERVER
     ]
+    ceiling = [
+        f"{SCENARIOS[name].title} {fmt(stats[SCENARIOS[name].headline].median, _unit(name))} at "
+        f"{stats[LOADGEN_CPU.key].median:.0f}% loadgen CPU"
+        for name in scenarios
+        if (stats := summary.get(name, {}).get(CALIBRATION_SERVER)) and LOADGEN_CPU.key in stats
+    ]
+    if ceiling:
+        notes.append(
+            f"- Calibration ({CALIBRATION_SERVER}, a minimal C server that does next to nothing): "
+            + "; ".join(ceiling)
+            + ". These are what the load generator sustains on its core; a figure of a server under test "
+            "well below them, with loadgen CPU well below 100%, was set by that server."
+        )
     if loadgen:
         top, name, server = max(loadgen)
         verdict = (
@@ -292,6 +374,10 @@ def _notes(
     return notes
 
 
+def _unit(scenario: str) -> str:
+    return _metric(SCENARIOS[scenario], SCENARIOS[scenario].headline).unit
+
+
 def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
 
@@ -340,12 +426,21 @@ def write_chart(
         for x, (value, top) in enumerate(zip(medians, tops, strict=True)):
             ax.annotate(fmt(value, metric.unit), (x, top), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 4), textcoords="offset points")  # fmt: skip
+        target = scenario.target
+        if target is not None and target.key == metric.key and TARGET_SERVER in labels:
+            ax.axhline(target.value, color="#c0392b", linestyle="--", linewidth=1)
+            ax.annotate(f"target {fmt(target.value, metric.unit)}", (len(labels) - 0.5, target.value),
+                        ha="right", va="bottom", fontsize=7, color="#c0392b")  # fmt: skip
+            if medians and target.value > 4 * max(tops):
+                ax.set_yscale("log")
         direction = {"higher": "higher is better", "lower": "lower is better"}.get(metric.better or "", "")
         ax.set_title(f"{scenario.title}\n{metric.label} ({direction})", fontsize=9)
         ax.set_ylabel("per second" if metric.unit == "/s" else metric.unit, fontsize=8)
         ax.tick_params(labelsize=8)
         if len(labels) > 2:
-            ax.tick_params(axis="x", labelsize=6.5, labelrotation=12)
+            ax.tick_params(axis="x", labelsize=6.5, labelrotation=30)
+            for tick in ax.get_xticklabels():
+                tick.set_horizontalalignment("right")
         ax.margins(y=0.15)
     for index in range(len(shown), rows * columns):
         axes[index // columns][index % columns].axis("off")

@@ -70,6 +70,7 @@ class ServerProcess:
         self._log = log_path.open("w", encoding="utf-8")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env.update(server.env())
         self.proc = subprocess.Popen(
             command,
             stdout=self._log,
@@ -158,15 +159,15 @@ def _run_echo(
     scenario: Scenario, server: Server, proc: ServerProcess, options: RunOptions, log: Path
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     timing = options.timing
+    dialect = server.dialect
     [args] = scenario.loadgen_args(timing)
-    args += [
-        "--port",
-        str(proc.port),
-        "-t",
-        server.dialect.echo or "{p}",
-        "-q",
-        *server.dialect.loadgen_args(),
-    ]
+    args += ["--port", str(proc.port), "-q", *dialect.loadgen_args()]
+    if scenario.request == "call":
+        if dialect.call is None or dialect.ack_prefix is None:
+            raise RunError(f"{server.name} has no acknowledged requests")
+        args += ["-t", dialect.call, "--ack-prefix", dialect.ack_prefix]
+    else:
+        args += ["-t", dialect.echo or "{p}"]
     report, server_metrics = _measure(args, proc, options, log, timing.warmup + timing.duration + 60)
     metrics: dict[str, float] = {
         "rate": float(report["msgs_per_s"]),
@@ -176,6 +177,8 @@ def _run_echo(
         **_latency_metrics(report["latency_us"]),
         **server_metrics,
     }
+    if "acks_ok" in report:
+        metrics["acks_ok"] = float(report["acks_ok"])
     return metrics, [report]
 
 

@@ -1,7 +1,8 @@
 """The scenarios: what load each one puts on a server and which figures it reports.
 
 Three kinds are driven by the runner: ``echo`` (closed-loop request/reply through the load generator's
-echo mode; ping-pong is echo with one request in flight), ``fanout`` (subscribers in one room, a
+echo mode; ping-pong is echo with one request in flight; acks are echo with ``call`` requests whose
+ack ids the load generator numbers and checks), ``fanout`` (subscribers in one room, a
 publisher keeping publishes in flight; the load generator's fanout mode) and ``idle`` (hold many
 connections, measure the server's memory per connection).
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-__all__ = ["SCENARIOS", "Metric", "Scenario", "Timing"]
+__all__ = ["CALIBRATION_SERVER", "SCENARIOS", "TARGET_SERVER", "Metric", "Scenario", "Target", "Timing"]
 
 if TYPE_CHECKING:
     from .servers import Server
@@ -31,6 +32,27 @@ class Metric:
     label: str
     unit: str
     better: Better = None
+
+
+#: The server the issue's targets are about: the full NanoSocket event API, JSON envelope.
+TARGET_SERVER = "nanosocket-events"
+#: The calibration server (the load generator's ceiling), not a peer.
+CALIBRATION_SERVER = "c-refserver"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A performance target of the project for one figure of one scenario (``TARGET_SERVER``)."""
+
+    key: str
+    #: ">=" (at least) or "<=" (at most).
+    op: Literal[">=", "<="]
+    value: float
+    #: How the target reads in the report, e.g. "≥ 1,000,000 msgs/s".
+    text: str
+
+    def reached(self, measured: float) -> bool:
+        return measured >= self.value if self.op == ">=" else measured <= self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +102,17 @@ FANOUT_METRICS = (
     LOADGEN_CPU,
     OTHERS_CPU,
 )
+ACK_METRICS = (
+    Metric("rate", "acks/s", "/s", "higher"),
+    PAYLOAD,
+    P50,
+    P99,
+    P999,
+    SERVER_CPU,
+    SERVER_RSS,
+    LOADGEN_CPU,
+    OTHERS_CPU,
+)
 IDLE_METRICS = (
     Metric("established", "connections held", "", "higher"),
     Metric("rss_before_mb", "RSS before", "MB", "lower"),
@@ -112,6 +145,11 @@ class Scenario:
     pubs: int = 1
     #: The family of servers it is meant for (servers.Dialect.family); None: every server.
     family: str | None = None
+    #: Echo kind: the dialect's request template, "echo" (an event echoed back) or "call" (answered
+    #: by an acknowledgement, checked by id).
+    request: Literal["echo", "call"] = "echo"
+    #: The issue's target for TARGET_SERVER in this scenario, if there is one.
+    target: Target | None = None
 
     def runs_on(self, server: Server) -> bool:
         dialect = server.dialect
@@ -175,7 +213,7 @@ def _echo(name: str, size: int, label: str) -> Scenario:
     )
 
 
-def _event_echo(name: str, size: int, label: str) -> Scenario:
+def _event_echo(name: str, size: int, label: str, target: float) -> Scenario:
     return Scenario(
         name=name,
         title=f"event echo {label}",
@@ -189,6 +227,7 @@ def _event_echo(name: str, size: int, label: str) -> Scenario:
         headline="rate",
         size=size,
         family="events",
+        target=Target("rate", ">=", target, f"≥ {target:,.0f} msgs/s"),
     )
 
 
@@ -209,8 +248,9 @@ SCENARIOS: dict[str, Scenario] = {
             window=1,
             family="raw",
         ),
-        _event_echo("event-echo-100", 100, "100 B"),
-        _event_echo("event-echo-1k", 1024, "1 KiB"),
+        _event_echo("event-echo-100", 100, "100 B", 1_000_000),
+        _event_echo("event-echo-1k", 1024, "1 KiB", 500_000),
+        _event_echo("event-echo-10k", 10240, "10 KiB", 85_000),
         Scenario(
             name="event-pingpong",
             title="event ping-pong latency",
@@ -218,9 +258,28 @@ SCENARIOS: dict[str, Scenario] = {
             capability="echo",
             description="50 connections x 1 `echo` event in flight, 100 B payload",
             metrics=PINGPONG_METRICS,
-            headline="p50_us",
+            headline="p99_us",
             window=1,
             family="events",
+            target=Target("p99_us", "<=", 1000, "p99 ≤ 1 ms"),
+        ),
+        Scenario(
+            name="acks",
+            title="acks (call / return value)",
+            kind="echo",
+            capability="acks",
+            description=(
+                "50 connections x 32 requests in flight, each a `call` event asking for an ack "
+                '(`{"event":"call","data":["<100 B>"],"ack":N}`; Socket.IO: `42N["call","<100 B>"]`) '
+                'answered by the handler\'s return value (`{"ack":N,"data":[...]}`; `43N[...]`); the load '
+                "generator numbers the ids per connection and checks that every reply is the ack of the "
+                "oldest request in flight"
+            ),
+            metrics=ACK_METRICS,
+            headline="rate",
+            family="events",
+            request="call",
+            target=Target("rate", ">=", 500_000, "≥ 500,000 acks/s"),
         ),
         Scenario(
             name="fanout",
@@ -235,6 +294,7 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             metrics=FANOUT_METRICS,
             headline="deliveries_per_s",
+            target=Target("deliveries_per_s", ">=", 600_000, "≥ 600,000 deliveries/s"),
             conns=1000,
             window=2,
             pubs=1,
@@ -250,6 +310,7 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             metrics=IDLE_METRICS,
             headline="rss_per_conn_b",
+            target=Target("rss_per_conn_b", "<=", 2000, "≤ 2 KB (2,000 B) per connection"),
         ),
     )
 }
@@ -258,5 +319,22 @@ SCENARIOS: dict[str, Scenario] = {
 ALIASES: dict[str, tuple[str, ...]] = {
     "echo": ("echo-100", "echo-1k", "echo-10k"),
     "latency": ("pingpong", "event-pingpong"),
-    "events": ("event-echo-100", "event-echo-1k", "event-pingpong", "fanout", "idle"),
+    "events": (
+        "event-echo-100",
+        "event-echo-1k",
+        "event-echo-10k",
+        "event-pingpong",
+        "acks",
+        "fanout",
+        "idle",
+    ),
+    "targets": (
+        "event-echo-100",
+        "event-echo-1k",
+        "event-echo-10k",
+        "event-pingpong",
+        "acks",
+        "fanout",
+        "idle",
+    ),
 }

@@ -36,6 +36,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,7 +47,7 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-#define LOADGEN_VERSION "1"
+#define LOADGEN_VERSION "2"
 #define MAX_IGNORE 8
 #define CAPTURE 64           /* first bytes of each message kept for --ignore-prefix */
 #define MAX_HANDSHAKE 8192   /* largest upgrade response accepted */
@@ -59,6 +60,12 @@
 
 enum mode { MODE_ECHO, MODE_FANOUT, MODE_CONNS };
 static const char *const MODE_NAMES[] = {"echo", "fanout", "conns"};
+/* plain: WebSocket messages as they are. socketio: Engine.IO v4 / Socket.IO v5 over a WebSocket
+ * (sends the "40" connect packet after the upgrade and waits for "40{...}", answers pings "2" with
+ * "3", skips the open packet "0{...}"; templates carry the "42[...]" framing themselves). */
+enum dialect { D_PLAIN, D_SOCKETIO };
+static const char *const DIALECT_NAMES[] = {"plain", "socketio"};
+#define SIO_PATH "/socket.io/?EIO=4&transport=websocket"
 
 typedef struct {
     enum mode mode;
@@ -81,6 +88,10 @@ typedef struct {
     size_t ignore_len[MAX_IGNORE];
     int n_ignore;
     const char *ignore_answer;
+    enum dialect dialect;
+    const char *ack_prefix; /* echo: each reply must be this prefix + the request's {a} id */
+    bool deflate;           /* offer permessage-deflate; accept compressed server messages */
+    bool words;             /* fill {p} with pseudo-random words instead of 'x' */
     bool quiet;
 } config_t;
 
@@ -88,7 +99,7 @@ static config_t cfg = {
     .mode = MODE_ECHO,
     .host = "127.0.0.1",
     .port = 0,
-    .path = "/",
+    .path = NULL,
     .conns = 50,
     .window = 1,
     .size = 100,
@@ -109,13 +120,15 @@ static config_t cfg = {
 
 /* ------------------------------------------------------------------ state */
 
-enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_JOINING, C_OPEN, C_CLOSING, C_DONE };
+/* C_SIO: upgraded, waiting for the Socket.IO connect answer (socketio dialect). */
+enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_SIO, C_JOINING, C_OPEN, C_CLOSING, C_DONE };
 enum role { R_ECHO, R_SUB, R_PUB, R_CONN };
 enum pstate { P_HEADER, P_PAYLOAD };
 
 typedef struct {
     int fd;
     uint8_t state, role, pstate;
+    bool deflate; /* permessage-deflate was agreed: server messages may be compressed (RSV1) */
     uint32_t events; /* the epoll interest currently registered */
     uint64_t t_start;
     char key[32];
@@ -149,6 +162,8 @@ typedef struct {
     uint32_t pub_id;
     uint32_t acks;
     uint64_t replies; /* measured replies / deliveries on this connection */
+    /* acks: ids sent and replies received ({a} in the template) */
+    uint64_t ack_sent, ack_recv;
 } conn_t;
 
 enum err {
@@ -159,10 +174,11 @@ enum err {
     E_PROTOCOL,
     E_IO,
     E_UNEXPECTED,
+    E_ACK,
     E_COUNT
 };
 static const char *const ERR_NAMES[] = {"connect", "handshake", "timeout",   "closed_by_server",
-                                        "protocol", "io",       "unexpected"};
+                                        "protocol", "io",       "unexpected",       "ack_mismatch"};
 
 enum phase { PH_RAMP, PH_RAMP_PUBS, PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_HOLD, PH_CLOSE, PH_EXIT };
 static const char *const PHASE_NAMES[] = {"ramp", "ramp-pubs", "warmup", "measure",
@@ -199,6 +215,14 @@ static hist_t lat, lat_pub, lat_hs;
 static uint8_t *msg_req;
 static size_t msg_req_len;
 static size_t stamp_off; /* where the payload (and its stamp) starts in msg_req */
+static size_t ack_at = SIZE_MAX; /* where "{a}" (the ack id) is in msg_req, SIZE_MAX when not */
+static size_t ack_prefix_len;
+static uint64_t acks_ok, compressed_msgs, deflate_conns;
+/* --fill words: each request's payload is a window of this corpus at a random offset, so that
+ * successive messages differ (as real ones do) and compression cannot just repeat the last one */
+#define WORDS_CORPUS (64 * 1024)
+static uint8_t *words;
+static size_t words_len;
 static uint8_t *msg_join;
 static size_t msg_join_len;
 static uint8_t *msg_conns;
@@ -302,8 +326,29 @@ static void out_reserve(conn_t *c, size_t extra) {
     c->ocap = cap;
 }
 
-/* Appends one masked client frame (fin set) carrying payload[0..len). */
-static void append_frame(conn_t *c, int opcode, const uint8_t *payload, size_t len) {
+/* Masks src[0..n) into dst with key, starting at key byte phase (0..3). */
+static void mask_into(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4], size_t phase) {
+    uint8_t k[4];
+    for (int i = 0; i < 4; i++) k[i] = key[(phase + (size_t)i) & 3];
+    uint64_t key64;
+    memcpy(&key64, k, 4);
+    memcpy((uint8_t *)&key64 + 4, k, 4);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, src + i, 8);
+        w ^= key64;
+        memcpy(dst + i, &w, 8);
+    }
+    for (; i < n; i++) dst[i] = src[i] ^ k[i & 3];
+}
+
+/* Appends one masked client frame (fin set) whose payload is the concatenation of iov[0..cnt):
+ * straight into the connection's output buffer, no intermediate copy, no allocation once the
+ * buffer has grown to its working size. */
+static void append_frame_v(conn_t *c, int opcode, const struct iovec *iov, int cnt) {
+    size_t len = 0;
+    for (int k = 0; k < cnt; k++) len += iov[k].iov_len;
     out_reserve(c, len + 14);
     uint8_t *p = c->obuf + c->olen;
     *p++ = (uint8_t)(0x80 | opcode);
@@ -322,18 +367,18 @@ static void append_frame(conn_t *c, int opcode, const uint8_t *payload, size_t l
     memcpy(key, &key32, 4);
     memcpy(p, key, 4);
     p += 4;
-    uint64_t key64;
-    memcpy(&key64, key, 4);
-    memcpy((uint8_t *)&key64 + 4, key, 4);
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, payload + i, 8);
-        w ^= key64;
-        memcpy(p + i, &w, 8);
+    size_t off = 0;
+    for (int k = 0; k < cnt; k++) {
+        mask_into(p + off, iov[k].iov_base, iov[k].iov_len, key, off & 3);
+        off += iov[k].iov_len;
     }
-    for (; i < len; i++) p[i] = payload[i] ^ key[i & 3];
     c->olen = (size_t)(p - c->obuf) + len;
+}
+
+/* Appends one masked client frame (fin set) carrying payload[0..len). */
+static void append_frame(conn_t *c, int opcode, const uint8_t *payload, size_t len) {
+    struct iovec one = {.iov_base = (void *)payload, .iov_len = len};
+    append_frame_v(c, opcode, &one, 1);
 }
 
 static void conn_fail(conn_t *c, enum err why);
@@ -385,9 +430,9 @@ static void release(conn_t *c) {
 static void conn_fail(conn_t *c, enum err why) {
     uint8_t st = c->state;
     if (st == C_DONE || st == C_IDLE) return;
-    if (st == C_CONNECTING || st == C_HANDSHAKE || st == C_JOINING) {
-        if (st != C_JOINING) hs_inflight--;
-        if (st == C_JOINING) n_open--;
+    if (st == C_CONNECTING || st == C_HANDSHAKE || st == C_SIO || st == C_JOINING) {
+        if (st == C_CONNECTING || st == C_HANDSHAKE) hs_inflight--;
+        else n_open--;
         n_failed++;
         if (c->role == R_PUB) n_failed_pubs++;
         if (in_group(c)) grp_resolved++;
@@ -445,9 +490,10 @@ static void send_upgrade(conn_t *c) {
     char req[1024];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s"
                      "User-Agent: nanosocket-loadgen/" LOADGEN_VERSION "\r\n\r\n",
-                     cfg.path, cfg.host, cfg.port, c->key);
+                     cfg.path, cfg.host, cfg.port, c->key,
+                     cfg.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "");
     out_reserve(c, (size_t)n);
     memcpy(c->obuf + c->olen, req, (size_t)n);
     c->olen += (size_t)n;
@@ -468,6 +514,20 @@ static void joined(conn_t *c) {
     if (in_group(c)) grp_resolved++;
 }
 
+/* The connection is usable (upgraded and, for Socket.IO, connected): join, or start. */
+static void connected(conn_t *c) {
+    if (c->role == R_SUB || c->role == R_PUB) {
+        c->state = C_JOINING;
+        c->acks = 0;
+        if (msg_join != NULL) append_frame(c, cfg.binary ? 2 : 1, msg_join, msg_join_len);
+        if (cfg.join_acks == 0 || msg_join == NULL) joined(c);
+    } else {
+        c->state = C_OPEN;
+        if (c->role == R_ECHO) c->fifo = xrealloc(NULL, sizeof(uint64_t) * (size_t)cfg.window);
+        if (in_group(c)) grp_resolved++;
+    }
+}
+
 /* The upgrade succeeded. */
 static void opened(conn_t *c) {
     hs_inflight--;
@@ -480,16 +540,12 @@ static void opened(conn_t *c) {
     c->pstate = P_HEADER;
     c->hdr_have = 0;
     c->hdr_need = 2;
-    if (c->role == R_SUB || c->role == R_PUB) {
-        c->state = C_JOINING;
-        c->acks = 0;
-        if (msg_join != NULL) append_frame(c, cfg.binary ? 2 : 1, msg_join, msg_join_len);
-        if (cfg.join_acks == 0 || msg_join == NULL) joined(c);
-    } else {
-        c->state = C_OPEN;
-        if (c->role == R_ECHO) c->fifo = xrealloc(NULL, sizeof(uint64_t) * (size_t)cfg.window);
-        if (in_group(c)) grp_resolved++;
+    if (cfg.dialect == D_SOCKETIO) { /* connect to the main namespace, wait for its answer */
+        c->state = C_SIO;
+        append_frame(c, 1, (const uint8_t *)"40", 2);
+        return;
     }
+    connected(c);
 }
 
 /* Reads the upgrade response; frames that follow it in the same read are fed to the parser. */
@@ -526,7 +582,15 @@ static void handshake_data(conn_t *c, const uint8_t *data, size_t n) {
             while (*v == ' ' || *v == '\t') v++;
             size_t al = strlen(accept);
             ok = strncmp(v, accept, al) == 0 && (v[al] == '\r' || v[al] == '\0' || v[al] == ' ');
-            break;
+        } else if (strncasecmp(line, "sec-websocket-extensions:", 25) == 0) {
+            char *eol = strstr(line, "\r\n");
+            size_t ll = eol ? (size_t)(eol - line) : strlen(line);
+            if (!cfg.deflate || memmem(line, ll, "permessage-deflate", 18) == NULL) {
+                conn_fail(c, E_HANDSHAKE); /* an extension we did not offer */
+                return;
+            }
+            c->deflate = true;
+            deflate_conns++;
         }
     }
     if (!ok) {
@@ -582,8 +646,48 @@ static void scan_stamp(conn_t *c, const uint8_t *p, size_t n) {
 
 static bool measuring_time(uint64_t t) { return t >= t_meas_start && t < t_meas_end; }
 
+/* Socket.IO protocol chatter (socketio dialect). Returns true when the message was chatter, not
+ * an event or an ack for the scenario. */
+static bool socketio_packet(conn_t *c) {
+    uint8_t t = c->cap_len > 0 ? c->cap[0] : 0;
+    if (t == '4' && c->cap_len >= 2 && (c->cap[1] == '2' || c->cap[1] == '3')) return false; /* EVENT, ACK */
+    ignored++;
+    if (t == '2') { /* Engine.IO ping: pong with the same payload ("2probe" -> "3probe") */
+        if (c->state != C_CLOSING) {
+            uint8_t pong[CAPTURE];
+            memcpy(pong, c->cap, c->cap_len);
+            pong[0] = '3';
+            append_frame(c, 1, pong, c->msg_len <= CAPTURE ? c->msg_len : 1);
+        }
+    } else if (t == '4' && c->cap_len >= 2 && c->cap[1] == '0') { /* CONNECT answered */
+        if (c->state == C_SIO) connected(c);
+    } else if (t == '4' && c->cap_len >= 2 && c->cap[1] == '4') { /* CONNECT_ERROR: refused */
+        if (c->state == C_SIO) conn_fail(c, E_HANDSHAKE);
+        else errors[E_PROTOCOL]++;
+    } else if (t == '1' || (t == '4' && c->cap_len >= 2 && c->cap[1] == '1')) { /* close / DISCONNECT */
+        if (c->state == C_SIO || c->state == C_JOINING) conn_fail(c, E_CLOSED);
+        else if (phase < PH_CLOSE) errors[E_CLOSED]++;
+    } else if (t != '0' && t != '3' && t != '6') { /* not open, pong or noop */
+        errors[E_UNEXPECTED]++;
+    }
+    return true;
+}
+
+/* An ack reply must be the ack prefix and the id of the oldest request in flight. */
+static bool ack_matches(conn_t *c) {
+    uint64_t want = ++c->ack_recv;
+    if (c->msg_len < ack_prefix_len || memcmp(c->cap, cfg.ack_prefix, ack_prefix_len) != 0) return false;
+    uint64_t id = 0;
+    size_t i = ack_prefix_len, digits = 0;
+    while (i < c->cap_len && c->cap[i] == ' ') i++;
+    for (; i < c->cap_len && c->cap[i] >= '0' && c->cap[i] <= '9' && digits < 19; i++, digits++)
+        id = id * 10 + (uint64_t)(c->cap[i] - '0');
+    return digits > 0 && id == want;
+}
+
 /* One complete data message arrived on c. */
 static void message_done(conn_t *c) {
+    if (cfg.dialect == D_SOCKETIO && socketio_packet(c)) return;
     for (int k = 0; k < cfg.n_ignore; k++) {
         size_t pl = cfg.ignore_len[k];
         if (c->msg_len >= pl && memcmp(c->cap, cfg.ignore[k], pl) == 0) {
@@ -608,6 +712,10 @@ static void message_done(conn_t *c) {
             c->f_count--;
         } else {
             errors[E_UNEXPECTED]++;
+        }
+        if (cfg.ack_prefix != NULL) {
+            if (ack_matches(c)) acks_ok++;
+            else errors[E_ACK]++;
         }
         if (measuring_time(g_now)) {
             replies++;
@@ -651,8 +759,7 @@ static void message_done(conn_t *c) {
 
 static void begin_close(conn_t *c) {
     static const uint8_t bye[2] = {0x03, 0xE8}; /* 1000 */
-    if (c->state != C_OPEN && c->state != C_JOINING) return;
-    if (c->state == C_JOINING) c->state = C_OPEN; /* counted as open from here on */
+    if (c->state != C_OPEN && c->state != C_JOINING && c->state != C_SIO) return;
     append_frame(c, 8, bye, 2);
     c->state = C_CLOSING;
     flush(c);
@@ -667,7 +774,7 @@ static bool control_done(conn_t *c) {
     if (c->f_opcode == 0xA) return true;
     /* close */
     if (c->state == C_CLOSING) return true; /* our close was answered: wait for the server's FIN */
-    if (c->state == C_JOINING) {              /* refused while joining: a failed connection */
+    if (c->state == C_JOINING || c->state == C_SIO) { /* refused while joining: a failed connection */
         conn_fail(c, E_CLOSED);
         return false;
     }
@@ -716,7 +823,11 @@ static bool feed(conn_t *c, const uint8_t *data, size_t n) {
             c->hdr_have = 0;
             c->hdr_need = 2;
             if (b1 & 0x80) return protocol_error(c); /* servers must not mask */
-            if (b0 & 0x70) return protocol_error(c); /* no extension negotiated */
+            /* RSV1 marks a compressed message (its first frame) once permessage-deflate is agreed; the
+             * payload is counted as it came, compressed, and never inflated */
+            bool rsv1 = (b0 & 0x40) && c->deflate && c->msg_opcode == 0 && ((b0 & 0x0F) == 1 || (b0 & 0x0F) == 2);
+            if ((b0 & 0x70) && !rsv1) return protocol_error(c);
+            if (rsv1) compressed_msgs++;
             c->f_opcode = b0 & 0x0F;
             c->f_fin = (b0 & 0x80) != 0;
             c->remaining = len;
@@ -771,9 +882,27 @@ static bool feed(conn_t *c, const uint8_t *data, size_t n) {
 
 /* ------------------------------------------------------------------ senders */
 
+/* The request frame; with "{a}" in the template, numbered with the connection's next ack id. */
+static void append_request(conn_t *c) {
+    if (words != NULL && cfg.mode != MODE_FANOUT)
+        memcpy(msg_req + stamp_off, words + rng_next() % WORDS_CORPUS, (size_t)cfg.size);
+    if (ack_at == SIZE_MAX) {
+        append_frame(c, cfg.binary ? 2 : 1, msg_req, msg_req_len);
+        return;
+    }
+    char digits[24];
+    int nd = snprintf(digits, sizeof digits, "%" PRIu64, ++c->ack_sent);
+    struct iovec iov[3] = {
+        {.iov_base = msg_req, .iov_len = ack_at},
+        {.iov_base = digits, .iov_len = (size_t)nd},
+        {.iov_base = msg_req + ack_at + 3, .iov_len = msg_req_len - ack_at - 3},
+    };
+    append_frame_v(c, cfg.binary ? 2 : 1, iov, 3);
+}
+
 static void echo_send(conn_t *c) {
     if (c->f_count >= (uint32_t)cfg.window) return;
-    append_frame(c, cfg.binary ? 2 : 1, msg_req, msg_req_len);
+    append_request(c);
     c->fifo[(c->f_head + c->f_count) % (uint32_t)cfg.window] = g_now;
     c->f_count++;
     sent_total++;
@@ -795,7 +924,7 @@ static void pub_send(conn_t *c) {
     s[1] = '@';
     write_hex(s + 2, g_now, 16);
     write_hex(s + 18, c->pub_id, 8);
-    append_frame(c, cfg.binary ? 2 : 1, msg_req, msg_req_len);
+    append_request(c);
     c->inflight++;
     sent_total++;
     if (measuring_time(g_now)) {
@@ -847,7 +976,7 @@ static void sweep_timeouts(void) {
     uint64_t limit = (uint64_t)(cfg.connect_timeout * 1e9);
     for (int i = grp_lo; i < grp_hi; i++) {
         conn_t *c = &conns[i];
-        if ((c->state == C_CONNECTING || c->state == C_HANDSHAKE || c->state == C_JOINING) &&
+        if ((c->state == C_CONNECTING || c->state == C_HANDSHAKE || c->state == C_SIO || c->state == C_JOINING) &&
             g_now - c->t_start > limit)
             conn_fail(c, E_TIMEOUT);
     }
@@ -886,7 +1015,7 @@ static void enter_close(void) {
     t_phase_end = g_now + (uint64_t)(cfg.close_timeout * 1e9);
     for (int i = 0; i < n_total; i++) {
         conn_t *c = &conns[i];
-        if (c->state == C_OPEN || c->state == C_JOINING) begin_close(c);
+        if (c->state == C_OPEN || c->state == C_JOINING || c->state == C_SIO) begin_close(c);
         else if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) conn_fail(c, E_TIMEOUT);
     }
 }
@@ -1032,7 +1161,7 @@ static void report(void) {
     printf("{\"tool\":\"nanosocket-loadgen\",\"version\":" LOADGEN_VERSION ",\"mode\":\"%s\",", MODE_NAMES[cfg.mode]);
     printf("\"params\":{\"host\":");
     json_str(cfg.host);
-    printf(",\"port\":%d,\"path\":", cfg.port);
+    printf(",\"port\":%d,\"dialect\":\"%s\",\"path\":", cfg.port, DIALECT_NAMES[cfg.dialect]);
     json_str(cfg.path);
     printf(",\"conns\":%d,\"window\":%d,\"size\":%ld,\"template\":", cfg.conns, cfg.window, cfg.size);
     json_str(cfg.tmpl);
@@ -1041,6 +1170,9 @@ static void report(void) {
            cfg.binary ? "true" : "false", cfg.duration, cfg.warmup, cfg.hold, cfg.pubs, cfg.join_acks,
            cfg.handshakes, cfg.sources);
     if (cfg.join) json_str(cfg.join);
+    else printf("null");
+    printf(",\"ack_prefix\":");
+    if (cfg.ack_prefix) json_str(cfg.ack_prefix);
     else printf("null");
     printf(",\"conns_msg\":");
     if (cfg.conns_msg) json_str(cfg.conns_msg);
@@ -1058,6 +1190,10 @@ static void report(void) {
     if (cfg.mode == MODE_ECHO) {
         printf("\"sent\":%" PRIu64 ",\"replies\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,", sent,
                replies, (double)replies / dur, (double)reply_bytes / dur);
+        if (cfg.ack_prefix != NULL) printf("\"acks_ok\":%" PRIu64 ",", acks_ok);
+        if (cfg.deflate)
+            printf("\"deflate_connections\":%" PRIu64 ",\"compressed_messages\":%" PRIu64 ",", deflate_conns,
+                   compressed_msgs);
     } else if (cfg.mode == MODE_FANOUT) {
         uint64_t expected = published_window * (uint64_t)subs_joined;
         printf("\"subscribers_joined\":%d,\"publishers_joined\":%d,\"publishes\":%" PRIu64
@@ -1095,13 +1231,21 @@ static void usage(FILE *to) {
             "common:\n"
             "  --host H              server address (default 127.0.0.1)\n"
             "  --port P              server port (required)\n"
-            "  --path /P             request path (default /)\n"
+            "  --path /P             request path (default /; socketio: " SIO_PATH ")\n"
+            "      --dialect D       plain (default) or socketio: Engine.IO v4 / Socket.IO v5 packets\n"
+            "                        (connect \"40\" after the upgrade, pings \"2\" answered \"3\"); the\n"
+            "                        templates carry the 42[...] framing, e.g. '42[\"echo\",\"{p}\"]'\n"
             "  -c, --conns N         echo: connections; fanout: subscribers; conns: connections (default 50)\n"
             "  -d, --duration S      measured seconds (default 5)\n"
             "      --warmup S        unmeasured seconds before (default 1)\n"
             "  -s, --size N          payload bytes replacing {p} in the template (default 100)\n"
-            "  -t, --template T      message template, {p} is the payload (default \"{p}\")\n"
+            "  -t, --template T      message template, {p} is the payload (default \"{p}\"), {a} an ack id\n"
+            "                        numbered 1, 2, 3... per connection\n"
             "      --binary          send binary frames instead of text\n"
+            "      --fill words      fill {p} with pseudo-random lowercase words (compressible like text)\n"
+            "                        instead of 'x' repeated\n"
+            "      --deflate         offer permessage-deflate; compressed server messages are counted as\n"
+            "                        received (not inflated); requests are sent uncompressed\n"
             "      --handshakes N    most connections in TCP connect or upgrade at once (default 128)\n"
             "      --sources K       spread source addresses over 127.0.0.1..K (default: automatic)\n"
             "      --connect-timeout S  seconds one connection has to connect, upgrade and join (default 15)\n"
@@ -1112,6 +1256,8 @@ static void usage(FILE *to) {
             "      --selftest        check SHA-1, base64 and the histogram, then exit\n"
             "echo:\n"
             "  -w, --window W        requests in flight per connection (default 1)\n"
+            "      --ack-prefix X    each reply must be X then the ack id of the oldest request in flight\n"
+            "                        (e.g. '{\"ack\":' or '43'); mismatches are ack_mismatch errors\n"
             "fanout:\n"
             "      --pubs P          publishers (default 1); -w is publishes in flight per publisher\n"
             "      --join T          frame each subscriber and publisher sends first\n"
@@ -1169,7 +1315,8 @@ static void on_signal(int sig) {
 static void parse_args(int argc, char **argv) {
     enum {
         O_WARMUP = 256, O_BINARY, O_HANDSHAKES, O_SOURCES, O_CTIMEOUT, O_CLTIMEOUT, O_IGNORE, O_IGNANS,
-        O_PUBS, O_JOIN, O_JOINACK, O_DRAIN, O_HOLD, O_CMSG, O_HOST, O_PORT, O_PATH, O_MODE, O_SELFTEST
+        O_PUBS, O_JOIN, O_JOINACK, O_DRAIN, O_HOLD, O_CMSG, O_HOST, O_PORT, O_PATH, O_MODE, O_SELFTEST,
+        O_DIALECT, O_ACKPREFIX, O_FILL, O_DEFLATE
     };
     static const struct option longs[] = {
         {"mode", required_argument, 0, O_MODE},        {"host", required_argument, 0, O_HOST},
@@ -1186,7 +1333,9 @@ static void parse_args(int argc, char **argv) {
         {"join-ack", required_argument, 0, O_JOINACK}, {"drain", required_argument, 0, O_DRAIN},
         {"hold", required_argument, 0, O_HOLD},        {"conns-msg", required_argument, 0, O_CMSG},
         {"quiet", no_argument, 0, 'q'},                {"selftest", no_argument, 0, O_SELFTEST},
-        {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0},
+        {"help", no_argument, 0, 'h'},                 {"dialect", required_argument, 0, O_DIALECT},
+        {"ack-prefix", required_argument, 0, O_ACKPREFIX}, {"fill", required_argument, 0, O_FILL},
+        {"deflate", no_argument, 0, O_DEFLATE},        {0, 0, 0, 0},
     };
     int opt;
     while ((opt = getopt_long(argc, argv, "c:w:s:t:d:qh", longs, NULL)) != -1) {
@@ -1200,6 +1349,20 @@ static void parse_args(int argc, char **argv) {
         case O_HOST: cfg.host = optarg; break;
         case O_PORT: cfg.port = (int)parse_num("--port", optarg, 1, 65535); break;
         case O_PATH: cfg.path = optarg; break;
+        case O_DIALECT:
+            if (strcmp(optarg, "plain") == 0) cfg.dialect = D_PLAIN;
+            else if (strcmp(optarg, "socketio") == 0) cfg.dialect = D_SOCKETIO;
+            else die("unknown dialect '%s' (plain or socketio)", optarg);
+            break;
+        case O_FILL:
+            if (strcmp(optarg, "words") == 0) cfg.words = true;
+            else if (strcmp(optarg, "x") != 0) die("unknown --fill '%s' (x or words)", optarg);
+            break;
+        case O_DEFLATE: cfg.deflate = true; break;
+        case O_ACKPREFIX:
+            if (strlen(optarg) == 0 || strlen(optarg) > 40) die("--ack-prefix '%s' must be 1-40 bytes", optarg);
+            cfg.ack_prefix = optarg;
+            break;
         case 'c': cfg.conns = (int)parse_num("--conns", optarg, 1, 100000); break;
         case 'w': cfg.window = (int)parse_num("--window", optarg, 1, 4096); break;
         case 's': cfg.size = (long)parse_num("--size", optarg, 0, 64 * 1024 * 1024); break;
@@ -1232,6 +1395,10 @@ static void parse_args(int argc, char **argv) {
     }
     if (optind < argc) die("unexpected argument '%s'", argv[optind]);
     if (cfg.port == 0) die("%s", "--port is required");
+    if (cfg.path == NULL) cfg.path = cfg.dialect == D_SOCKETIO ? SIO_PATH : "/";
+    if (cfg.ack_prefix != NULL && (cfg.mode != MODE_ECHO || strstr(cfg.tmpl, "{a}") == NULL))
+        die("%s", "--ack-prefix needs echo mode and a template with {a}");
+    ack_prefix_len = cfg.ack_prefix ? strlen(cfg.ack_prefix) : 0;
     if (cfg.mode == MODE_FANOUT && cfg.size < STAMP_LEN) cfg.size = STAMP_LEN;
 }
 
@@ -1281,6 +1448,23 @@ int main(int argc, char **argv) {
     hist_init(&lat_pub);
     hist_init(&lat_hs);
     msg_req = build_message(cfg.tmpl, cfg.size, 'x', &msg_req_len, &stamp_off);
+    if (cfg.words && strstr(cfg.tmpl, "{p}") != NULL) { /* deterministic pseudo-random words */
+        words_len = WORDS_CORPUS + (size_t)cfg.size;
+        words = xrealloc(NULL, words_len);
+        uint64_t w = 0x243F6A8885A308D3ull;
+        for (size_t i = 0; i < words_len; i++) {
+            w ^= w << 13;
+            w ^= w >> 7;
+            w ^= w << 17;
+            words[i] = (w % 6 == 0 && i > 0) ? ' ' : (uint8_t)('a' + (w >> 8) % 16);
+        }
+        memcpy(msg_req + stamp_off, words, (size_t)cfg.size);
+    }
+    {
+        /* the ack id hole, looked for outside the payload (which is all 'x') */
+        const uint8_t *hole = memmem(msg_req, msg_req_len, "{a}", 3);
+        if (hole != NULL) ack_at = (size_t)(hole - msg_req);
+    }
     if (cfg.join) msg_join = build_message(cfg.join, 0, 'x', &msg_join_len, NULL);
     if (cfg.conns_msg) msg_conns = build_message(cfg.conns_msg, cfg.size, 'x', &msg_conns_len, NULL);
     if (cfg.mode == MODE_FANOUT && strstr(cfg.tmpl, "{p}") == NULL)
