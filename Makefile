@@ -6,10 +6,10 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 PORT ?= 3000
 
 .PHONY: demo test lint typecheck pytest conformance conformance-compression conformance-compression-quick \
-	bench venv clean browser-deps
+	bench venv clean browser-deps redis-deps
 
 # Creates the venv and installs the package (compiling the extension when there is one).
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/nanosocket/_speedups/*.pyx)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard src/nanosocket/_speedups/*.pyx src/nanosocket/_speedups/*.pxd)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -U pip setuptools wheel
 	$(PIP) install -e '.[dev]'
@@ -48,8 +48,17 @@ browser-deps:
 	test -x node_modules/.bin/tsc || \
 		npm install --no-save --no-package-lock --no-audit --no-fund --loglevel=error typescript@5
 
+# On the compiled twin of the engine (what runs when it was built), then on the pure-Python spec.
+# The cluster tests (tests/cluster/) need a redis-server binary: they use the Redis at
+# 127.0.0.1:6379 when it answers, else start their own, and start private ones for the tests that
+# kill or pause Redis. Installed from Debian when missing (CI runs as root on a fresh machine).
+redis-deps:
+	@command -v redis-server >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
 conformance: venv
 	$(PY) tests/conformance/autobahn.py
+	NANOSOCKET_NO_SPEEDUPS=1 $(PY) tests/conformance/autobahn.py --output-dir build/conformance-python
 
 # permessage-deflate: every case (1-13) against the echo server in each compression mode, about
 # 16 minutes per mode here (12.*/13.* are minutes of wstest CPU). `make test` runs a quick subset in
@@ -67,7 +76,7 @@ conformance-compression-quick: venv
 	$(PY) tests/conformance/autobahn.py --compression dedicated --cases "$(COMPRESSION_QUICK_CASES)" \
 		--output-dir build/conformance-compression-quick
 
-test: lint typecheck browser-deps pytest conformance conformance-compression-quick
+test: lint typecheck browser-deps redis-deps pytest conformance conformance-compression-quick
 
 bench: venv
 	$(PIP) install -e '.[dev,bench]'

@@ -1,6 +1,8 @@
 """NanoSocket: a fast realtime WebSocket framework for Python."""
 
-from .adapters import Adapter, MemoryAdapter
+from typing import TYPE_CHECKING, Any
+
+from .adapters import AckResults, Adapter, MemoryAdapter
 from .client import ClientPool, ConnectionState, NanoSocketClient, reconnect_delay
 from .dispatch import HandlerArityError
 from .endpoint import WebSocketServer, connect, serve
@@ -22,11 +24,15 @@ from .errors import (
 )
 from .options import ClientOptions, ServerOptions, WebSocketOptions
 from .protocol.handshake import Headers, Request
-from .server import BroadcastOperator, Handshake, NanoSocket, Socket
+from .server import BroadcastOperator, Handshake, NanoSocket, RemoteSocket, Socket
 from .transport import SendStatus, WebSocket
+
+if TYPE_CHECKING:
+    from .adapters.redis import RedisAdapter
 
 __all__ = [
     "AckError",
+    "AckResults",
     "AckTimeoutError",
     "Adapter",
     "BroadcastOperator",
@@ -51,6 +57,8 @@ __all__ = [
     "NanoSocketError",
     "PayloadTooBig",
     "ProtocolError",
+    "RedisAdapter",
+    "RemoteSocket",
     "Request",
     "SendStatus",
     "ServerOptions",
@@ -64,3 +72,12 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # RedisAdapter loads the Redis client: only when asked for.
+    if name == "RedisAdapter":
+        from .adapters.redis import RedisAdapter  # noqa: PLC0415 - lazily: it loads redis
+
+        return RedisAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

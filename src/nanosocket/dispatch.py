@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import secrets
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from types import CoroutineType
@@ -21,6 +22,7 @@ from .errors import AckError, AckTimeoutError
 from .protocol.envelope import PEER_RESERVED_EVENTS
 
 __all__ = [
+    "BROADCAST_ACK_IDS",
     "AckTable",
     "Handler",
     "HandlerArityError",
@@ -30,6 +32,7 @@ __all__ = [
     "check_listen",
     "fitting_args",
     "invoke",
+    "new_broadcast_ack_id",
     "pack_result",
     "run_eagerly",
     "unpack_results",
@@ -308,6 +311,17 @@ def _log_task_error(task: asyncio.Task[Any]) -> None:
         )
 
 
+#: Ack ids from here up (to 2**53 - 1) are for broadcasts asking every recipient for an ack: the
+#: sender picks one at random and each recipient's table registers it with ``expect``; ``create``
+#: numbers a connection's own requests below it.
+BROADCAST_ACK_IDS: Final = 2**52
+
+
+def new_broadcast_ack_id() -> int:
+    """A random ack id from the broadcast range."""
+    return BROADCAST_ACK_IDS + secrets.randbelow(2**53 - 1 - BROADCAST_ACK_IDS)
+
+
 class AckTable:
     """Pending acknowledgements of one connection: id → future, each with its own deadline."""
 
@@ -323,12 +337,23 @@ class AckTable:
     def create(self, timeout: float | None) -> tuple[int, asyncio.Future[Any]]:
         """A new ack id and the future its reply resolves (AckTimeoutError after ``timeout``)."""
         ack_id = self._next_id
-        self._next_id = ack_id + 1 if ack_id < 2**53 - 2 else 0
+        self._next_id = ack_id + 1 if ack_id < BROADCAST_ACK_IDS - 1 else 0
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         timer = loop.call_later(timeout, self._expire, ack_id, timeout) if timeout is not None else None
         self._pending[ack_id] = (future, timer)
         return ack_id, future
+
+    def expect(self, ack_id: int, timeout: float | None) -> asyncio.Future[Any] | None:
+        """A pending request under an id chosen elsewhere (a broadcast asking every recipient for
+        the same id, from a range ``create`` never reaches); None when that id is pending here."""
+        if ack_id in self._pending:
+            return None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        timer = loop.call_later(timeout, self._expire, ack_id, timeout) if timeout is not None else None
+        self._pending[ack_id] = (future, timer)
+        return future
 
     def _expire(self, ack_id: int, timeout: float) -> None:
         entry = self._pending.pop(ack_id, None)

@@ -9,9 +9,18 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["RoomIndex"]
+__all__ = ["RoomIndex", "room_set"]
 
 M = TypeVar("M", bound=Hashable)
+
+
+def room_set(rooms: str | Iterable[str]) -> frozenset[str]:
+    """One room name or several, as a frozenset; room names are non-empty strings (ValueError)."""
+    names = frozenset((rooms,)) if isinstance(rooms, str) else frozenset(rooms)
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"room names are non-empty strings, got {name!r}")
+    return names
 
 
 class RoomIndex(Generic[M]):

@@ -139,13 +139,27 @@ def test_on_registers_as_decorator_and_as_call() -> None:
     assert decorated.__name__ == "decorated"  # the decorator returns the function itself
 
 
-@pytest.mark.parametrize("event", ["connect", "message", "chat", "disconnecting", ""])
-def test_unknown_server_event_names_are_refused(event: str) -> None:
+@pytest.mark.parametrize("event", ["connect", "disconnecting", "connect_error", "", "$x", "a\x00b"])
+def test_reserved_names_are_refused_as_server_side_events(event: str) -> None:
     server = NanoSocket()
     with pytest.raises(ValueError, match=r"socket\.on"):
         server.on(event, lambda *args: None)
     with pytest.raises(ValueError):
         server.on(event)
+    for reserved in (event, "connection", "close"):
+        with pytest.raises(ValueError, match="server-side event"):
+            server.server_side_emit(reserved)
+
+
+@pytest.mark.parametrize("event", ["message", "chat", "config-changed"])
+def test_other_names_register_server_side_event_handlers(event: str) -> None:
+    server = NanoSocket()
+
+    def handler(a: int, b: int, c: int) -> None: ...
+
+    # Server-side events carry whatever the emitting node passed: no arity check at registration.
+    assert server.on(event, handler) is handler
+    server.server_side_emit(event, 1, 2, 3)  # a single process: no other node to run it
 
 
 async def test_both_registration_styles_run_on_connection(ns: Harness) -> None:

@@ -14,6 +14,7 @@ from nanosocket.server.metrics import Stats, current_rss, render_prometheus
 
 HEALTH_FIELDS = {
     "status",
+    "adapter",
     "connections",
     "rooms",
     "uptime",
@@ -67,6 +68,7 @@ async def test_health_fields_of_an_idle_server(ns: Harness) -> None:
     data = await health(ns, server)
     assert set(data) == HEALTH_FIELDS
     assert data["status"] == "ok"
+    assert data["adapter"] == {"type": "MemoryAdapter", "status": "ok"}
     assert data["connections"] == 0 and data["rooms"] == 0
     assert data["messages_in"] == 0 and data["messages_out"] == 0
     assert data["messages_per_second"] == 0

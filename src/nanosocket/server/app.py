@@ -12,15 +12,18 @@ from typing import Any, Final, TypeVar, Unpack, overload
 
 import uvloop
 
-from ..adapters.base import Adapter
+from ..adapters.base import NO_REPLY, Adapter
 from ..adapters.memory import MemoryAdapter
 from ..dispatch import Handler, HandlerRegistry, Suspended, invoke, run_eagerly
 from ..endpoint import WebSocketServer
 from ..errors import ConfigurationError, ConnectError
 from ..options import ServerOptions, ServerOptionsKwargs, server_options
+from ..protocol.envelope import PEER_RESERVED_EVENTS
 from ..protocol.handshake import Request, http_response
+from ..rooms import room_set
 from ..transport import WebSocket
 from .broadcast import BroadcastOperator, compress_from
+from .cluster import ClusterNode, RemoteSocket
 from .dashboard import DASHBOARD_WS_PATH, Dashboard
 from .errorlog import RateLimitedLog
 from .http import CLIENT_SCRIPT_PATH, Router, client_script, head_only, json_response
@@ -37,6 +40,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The events a server emits to its own handlers, and how many arguments each passes. A handler
 #: may take fewer (``disconnect(socket)`` is fine): it gets the leading ones.
 SERVER_EVENTS: Final = {"connection": 1, "disconnect": 2, "listening": 0, "error": 2, "close": 0}
+
+
+def check_server_side_name(event: object) -> str:
+    """Validate the name of a server-side event (one node to the others' ``server.on`` handlers):
+    a non-empty string without NUL, not starting with '$', not a server event (SERVER_EVENTS)
+    and not an event a socket raises locally."""
+    if (
+        not isinstance(event, str)
+        or not event
+        or "\x00" in event
+        or event[0] == "$"
+        or event in SERVER_EVENTS
+        or event in PEER_RESERVED_EVENTS
+    ):
+        raise ValueError(
+            f"{event!r} cannot be a server-side event: the server emits {sorted(SERVER_EVENTS)} itself, "
+            f"sockets raise {sorted(PEER_RESERVED_EVENTS)}, '$' names belong to the protocol, and "
+            "names are non-empty strings without NUL (client events are registered on the socket "
+            "inside a 'connection' handler: socket.on(...))"
+        )
+    return event
 
 
 def _check_address(port: object, host: object) -> None:
@@ -91,6 +115,7 @@ class NanoSocket:
         self.port = port
         self.host = host
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
+        self.adapter.attach(ClusterNode(self))
         self.stats = Stats()
         self._handlers = HandlerRegistry()
         self._middleware: list[Middleware] = []
@@ -111,16 +136,14 @@ class NanoSocket:
 
     def on(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
         """Register a server event handler: ``connection`` (socket), ``disconnect`` (socket,
-        reason), ``listening`` (), ``error`` (error, socket or None), ``close`` ()."""
+        reason), ``listening`` (), ``error`` (error, socket or None), ``close`` (); any other name
+        is a server-side event, emitted by other nodes of a cluster (``server_side_emit``)."""
         if event not in SERVER_EVENTS:
-            raise ValueError(
-                f"the server emits {sorted(SERVER_EVENTS)}; register client events on the socket "
-                f"inside a 'connection' handler (socket.on({event!r}, ...))"
-            )
+            check_server_side_name(event)
         if handler is None:
             return partial(self.on, event)  # type: ignore[return-value]  # the decorator form
         described = Handler(handler)
-        if described.min_args > SERVER_EVENTS[event]:
+        if event in SERVER_EVENTS and described.min_args > SERVER_EVENTS[event]:
             raise TypeError(
                 f"a {event!r} handler gets {SERVER_EVENTS[event]} argument(s); "
                 f"{getattr(handler, '__qualname__', handler)!r} requires {described.min_args}"
@@ -178,38 +201,117 @@ class NanoSocket:
 
     def to(self, rooms: str | Iterable[str]) -> BroadcastOperator:
         """Target the sockets in ``rooms`` (a room name, a socket id, or several)."""
-        return BroadcastOperator(self.adapter, compress_from=self.compress_from).to(rooms)
+        return BroadcastOperator(self.adapter).to(rooms)
 
     in_ = to
 
     def except_(self, rooms: str | Iterable[str]) -> BroadcastOperator:
         """Target every socket except those in ``rooms``."""
-        return BroadcastOperator(self.adapter, compress_from=self.compress_from).except_(rooms)
+        return BroadcastOperator(self.adapter).except_(rooms)
 
     @property
     def volatile(self) -> BroadcastOperator:
         """Broadcast that drops the message for slow clients instead of queueing it."""
-        return BroadcastOperator(self.adapter, compress_from=self.compress_from).volatile
+        return BroadcastOperator(self.adapter).volatile
+
+    def timeout(self, seconds: float) -> BroadcastOperator:
+        """Target every socket, with ``seconds`` for the acknowledgements of ``call``."""
+        return BroadcastOperator(self.adapter).timeout(seconds)
 
     def broadcast(self, event: str, *args: Any) -> int:
-        """Send ``event`` to every connected socket; return how many it was written to."""
-        return BroadcastOperator(self.adapter, compress_from=self.compress_from).emit(event, *args)
+        """Send ``event`` to every connected socket (of every node); return how many sockets of
+        this process it was written to."""
+        return BroadcastOperator(self.adapter).emit(event, *args)
 
     emit = broadcast
+
+    # ---------------------------------------------------------------- cluster
+
+    async def fetch_sockets(
+        self, room: str | Iterable[str] | None = None, *, timeout: float | None = None
+    ) -> list[Socket | RemoteSocket]:
+        """Every socket of every node (or those in ``room``): this process's as Socket objects,
+        other nodes' as RemoteSocket. Nodes that do not answer in ``timeout`` are left out."""
+        operator = BroadcastOperator(self.adapter) if room is None else self.to(room)
+        return await operator.fetch_sockets(timeout)
+
+    def server_side_emit(self, event: str, *args: Any) -> None:
+        """Run the ``server.on(event)`` handlers of every other node of the cluster."""
+        self.adapter.server_side_emit(check_server_side_name(event), list(args))
+
+    async def server_side_emit_with_ack(
+        self, event: str, *args: Any, timeout: float | None = None
+    ) -> list[Any]:
+        """``server_side_emit``, returning what each other node's first handler returned; nodes
+        that do not answer within ``timeout`` (default: the adapter's) are left out."""
+        return await self.adapter.server_side_emit_with_ack(
+            check_server_side_name(event), list(args), timeout
+        )
+
+    async def fetch_room_names(self, *, timeout: float | None = None) -> set[str]:
+        """Every room with a socket on some node (``room_names`` is this process's)."""
+        return await self.adapter.fetch_room_names(timeout)
+
+    async def fetch_room_size(self, room: str, *, timeout: float | None = None) -> int:
+        """How many sockets ``room`` has on all nodes together (``get_room_size``: this process)."""
+        (name,) = room_set(room)
+        return await self.adapter.fetch_room_size(name, timeout)
+
+    async def _server_side_event(self, event: str, args: list[Any]) -> Any:
+        """Run this server's handlers of a server-side event from another node: the first one's
+        return value (NO_REPLY without a handler); the others just run."""
+        try:
+            check_server_side_name(event)
+        except ValueError:
+            logger.warning("ignored a server-side event with a reserved name: %r", event)
+            return NO_REPLY
+        handlers = self._handlers.get(event)
+        if not handlers:
+            return NO_REPLY
+        reply: Any = NO_REPLY
+        failure: BaseException | None = None
+        pending: Suspended | None = None
+        arguments = tuple(args)
+        for index, handler in enumerate(handlers):
+            try:
+                result = invoke(handler, args)
+            except Exception as exc:
+                self._handler_error(event, exc, arguments)
+                if index == 0:
+                    failure = exc
+                continue
+            if type(result) is Suspended:
+                if index == 0:
+                    pending = result
+                else:
+                    result.task.add_done_callback(partial(self._task_done, event, arguments))
+            elif index == 0:
+                reply = result
+        if pending is not None:
+            try:
+                reply = await pending.task
+            except Exception as exc:
+                self._handler_error(event, exc, arguments)
+                failure = exc
+        if failure is not None:
+            raise failure
+        return reply
 
     # ------------------------------------------------------------------ rooms
 
     @property
     def room_names(self) -> list[str]:
-        """Every room with at least one socket."""
+        """Every room with at least one socket of this process (``fetch_room_names``: cluster)."""
         return self.adapter.room_names()
 
     def get_room_size(self, room: str) -> int:
+        """Sockets of this process in ``room`` (``fetch_room_size``: cluster)."""
         return self.adapter.room_size(room)
 
     def delete_room(self, room: str) -> None:
-        """Empty a room; its sockets stay connected."""
-        self.adapter.delete_room(room)
+        """Empty a room on every node; its sockets stay connected."""
+        (name,) = room_set(room)
+        self.adapter.delete_room(name)
 
     @property
     def connection_count(self) -> int:
@@ -235,8 +337,12 @@ class NanoSocket:
     def health(self) -> dict[str, Any]:
         """What ``GET /health`` answers."""
         stats = self.stats
+        adapter = self.adapter.health()
+        degraded = adapter.get("status", "ok") != "ok"
         return {
-            "status": "ok",
+            "status": "degraded" if degraded else "ok",
+            **({"degraded": ["adapter"]} if degraded else {}),
+            "adapter": {"type": type(self.adapter).__name__, **adapter},
             "connections": self.connection_count,
             "rooms": len(self.adapter.room_names()),
             "uptime": round(stats.uptime, 3),
@@ -253,6 +359,7 @@ class NanoSocket:
             "uptime_seconds": self.stats.uptime,
             "resident_memory_bytes": current_rss(),
             "messages_per_second": self.stats.messages_per_second,
+            **self.adapter.gauges(),
         }
 
     def _http(self, request: Request) -> Any:
@@ -274,7 +381,7 @@ class NanoSocket:
             if request.path == "/metrics":
                 return http_response(
                     200,
-                    render_prometheus(self.stats, self._gauges),
+                    render_prometheus(self.stats, self._gauges, self.adapter.stats),
                     content_type="text/plain; version=0.0.4; charset=utf-8",
                 )
         if request.path == (self.options.path or "/"):
@@ -355,6 +462,11 @@ class NanoSocket:
             ),
         )
         await server.listen(host if host is not None else self.host, self.port if port is None else port)
+        try:
+            await self.adapter.start()
+        except BaseException:
+            await server.close(1001, "server shutting down")
+            raise
         self._server = server
         self.port = server.port
         if host is not None:

@@ -172,7 +172,7 @@ class Dashboard:
             return
         try:
             frame = build_event_frame("stats", (self.snapshot(),))
-            self.adapter.broadcast(frame, BroadcastTarget(volatile=True))
+            self.adapter.fan_out(frame, BroadcastTarget(volatile=True))
         except Exception:
             logger.exception("could not push the dashboard's stats")
         self._ticker = asyncio.get_running_loop().call_later(INTERVAL, self._tick)

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..adapters.base import AdapterStats
 from ..protocol.deflate import DeflateStats
 
 __all__ = ["Stats", "current_rss"]
@@ -50,6 +51,7 @@ class Stats:
         "messages_out",
         "messages_per_second",
         "protocol_errors",
+        "rate_limited",
         "started",
         "unknown_acks",
         "volatile_dropped",
@@ -66,6 +68,8 @@ class Stats:
         self.volatile_dropped = 0
         self.backpressure_closes = 0
         self.protocol_errors = 0
+        #: Connections closed over their rate limit (rate_limit_messages / rate_limit_bytes).
+        self.rate_limited = 0
         self.handler_errors = 0
         self.unknown_acks = 0
         #: permessage-deflate's counters (compressed frames, broadcast frames, inflated messages).
@@ -101,9 +105,12 @@ class Stats:
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: Stats, gauges: Callable[[], dict[str, float]]) -> None:
+    def __init__(
+        self, stats: Stats, gauges: Callable[[], dict[str, float]], adapter: AdapterStats | None
+    ) -> None:
         self._stats = stats
         self._gauges = gauges
+        self._adapter = adapter
 
     def collect(self) -> Iterator[Any]:
         stats = self._stats
@@ -117,6 +124,7 @@ class _StatsCollector(Collector):
             "volatile_dropped": ("Volatile messages dropped for slow clients", stats.volatile_dropped),
             "backpressure_closes": ("Slow clients closed over max_backpressure", stats.backpressure_closes),
             "protocol_errors": ("Connections closed for malformed input", stats.protocol_errors),
+            "rate_limited": ("Connections closed over their rate limit", stats.rate_limited),
             "handler_errors": ("Exceptions raised by handlers", stats.handler_errors),
             "unknown_acks": ("Ack replies with no pending request", stats.unknown_acks),
             "compressed_frames": (
@@ -129,14 +137,28 @@ class _StatsCollector(Collector):
             ),
             "inflated_messages": ("Compressed messages received", stats.compression.inflated_messages),
         }
+        if self._adapter is not None:
+            counters.update(self._adapter.counters())
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(f"nanosocket_{name}", doc, value=value)
+        if self._adapter is not None:
+            dropped = CounterMetricFamily(
+                "nanosocket_cluster_messages_dropped",
+                "Inbound inter-node messages dropped, by reason",
+                labels=["reason"],
+            )
+            for reason, count in sorted(self._adapter.dropped.items()):
+                dropped.add_metric([reason], count)
+            yield dropped
         for gauge, level in self._gauges().items():
             yield GaugeMetricFamily(f"nanosocket_{gauge}", gauge.replace("_", " "), value=level)
 
 
-def render_prometheus(stats: Stats, gauges: Callable[[], dict[str, float]]) -> bytes:
-    """The Prometheus text exposition of ``stats`` plus the current ``gauges``."""
+def render_prometheus(
+    stats: Stats, gauges: Callable[[], dict[str, float]], adapter: AdapterStats | None = None
+) -> bytes:
+    """The Prometheus text exposition of ``stats`` plus the current ``gauges`` (and the adapter's
+    counters, when given)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(stats, gauges))
+    registry.register(_StatsCollector(stats, gauges, adapter))
     return generate_latest(registry)

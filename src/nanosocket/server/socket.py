@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
@@ -11,7 +12,7 @@ from ..errors import connection_closed
 from ..protocol.envelope import check_emit_name, encode_event
 from ..protocol.handshake import Headers
 from ..transport import SendStatus
-from .broadcast import BroadcastOperator, compress_from, room_set
+from .broadcast import BroadcastOperator, room_set
 from .connection import SOCKET_LOCAL_EVENTS, Connection, SocketState
 
 __all__ = ["Handshake", "Socket"]
@@ -141,6 +142,16 @@ class Socket(Connection):
             raise connection_closed(self._ws.close_code or 1006, "could not send")
         return await future
 
+    def _expect_ack(self, ack_id: int, timeout: float) -> asyncio.Future[Any] | None:
+        """Register the ack id of a broadcast asking every recipient for an ack (its frame is
+        written by the adapter); None when not connected or the id is pending already."""
+        if self._state is not SocketState.CONNECTED:
+            return None
+        acks = self._acks
+        if acks is None:
+            acks = self._acks = AckTable()
+        return acks.expect(ack_id, timeout)
+
     # ---------------------------------------------------------------- events
 
     @overload
@@ -186,9 +197,7 @@ class Socket(Connection):
     def to(self, rooms: str | Iterable[str]) -> BroadcastOperator:
         """Broadcast to ``rooms``, leaving this socket out."""
         return BroadcastOperator(
-            self._host.adapter,
-            BroadcastTarget(rooms=room_set(rooms), except_ids=frozenset((self.id,))),
-            compress_from(self._host.options),
+            self._host.adapter, BroadcastTarget(rooms=room_set(rooms), except_ids=frozenset((self.id,)))
         )
 
     in_ = to
@@ -196,11 +205,7 @@ class Socket(Connection):
     @property
     def broadcast(self) -> BroadcastOperator:
         """Broadcast to every socket but this one."""
-        return BroadcastOperator(
-            self._host.adapter,
-            BroadcastTarget(except_ids=frozenset((self.id,))),
-            compress_from(self._host.options),
-        )
+        return BroadcastOperator(self._host.adapter, BroadcastTarget(except_ids=frozenset((self.id,))))
 
     # ------------------------------------------------------------ disconnect
 
