@@ -475,6 +475,8 @@ class RedisAdapter(MemoryAdapter):
                         self._subscriber_error,
                     )
             finally:
+                if self._subscribed:
+                    attempt = 0  # it worked for a while: start the backoff over
                 self._subscribed = False
                 self._pubsub = None
             await asyncio.sleep(self._backoff(attempt) if attempt else self.reconnect_delay * 0.5)
