@@ -149,6 +149,10 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "max_compressed_size": 1024 * 1024,
     "dashboard": False,
     "dashboard_token": None,
+    "rate_limit_messages": None,
+    "rate_limit_messages_burst": None,
+    "rate_limit_bytes": None,
+    "rate_limit_bytes_burst": None,
 }
 
 SERVER_INVALID: dict[str, list[Any]] = {
@@ -173,6 +177,12 @@ SERVER_INVALID: dict[str, list[Any]] = {
     "dashboard": ["yes", 1, None],
     # Too short, not printable, not a string; and a token without dashboard=True.
     "dashboard_token": ["short", "line\nbreak-token", 12345678, b"bytes-token", "a-good-token"],
+    "rate_limit_messages": [0, -1, math.nan, math.inf, True, "10"],
+    # Below one message; and a burst without its rate.
+    "rate_limit_messages_burst": [0.5, 0, math.inf, 10],
+    "rate_limit_bytes": [0, -5, math.nan, False, b"1"],
+    # Below max_payload_length (1 MiB): the largest message could never pass; without its rate.
+    "rate_limit_bytes_burst": [1024, 0, math.inf, 2 * 1024 * 1024],
 }
 
 
@@ -201,6 +211,34 @@ def test_invalid_server_option_is_refused_with_its_name(name: str, value: Any) -
     with pytest.raises(ConfigurationError) as info:
         ServerOptions(**{name: value})
     assert name in str(info.value)
+
+
+def test_rate_limits_are_off_by_default_and_bursts_resolve() -> None:
+    from nanosocket.options import RateLimits
+
+    assert ServerOptions().rate_limits() is None
+    # A burst defaults to one second's worth; the byte burst is at least max_payload_length.
+    assert ServerOptions(rate_limit_messages=50).rate_limits() == RateLimits(50, 50.0, None, 1024 * 1024)
+    assert ServerOptions(rate_limit_messages=0.5).rate_limits() == RateLimits(0.5, 1.0, None, 1024 * 1024)
+    assert ServerOptions(rate_limit_bytes=1000, max_payload_length=4096).rate_limits() == RateLimits(
+        None, 1.0, 1000, 4096.0
+    )
+    assert ServerOptions(rate_limit_bytes=10_000, max_payload_length=4096).rate_limits() == RateLimits(
+        None, 1.0, 10_000, 10_000.0
+    )
+    given = ServerOptions(
+        rate_limit_messages=10,
+        rate_limit_messages_burst=100,
+        rate_limit_bytes=5000,
+        rate_limit_bytes_burst=8192,
+        max_payload_length=8192,
+    )
+    assert given.rate_limits() == RateLimits(10, 100.0, 5000, 8192.0)
+
+
+def test_a_byte_burst_below_max_payload_length_says_why() -> None:
+    with pytest.raises(ConfigurationError, match="largest allowed size"):
+        ServerOptions(rate_limit_bytes=100, rate_limit_bytes_burst=1000, max_payload_length=2000)
 
 
 def test_server_options_give_the_engine_its_options() -> None:

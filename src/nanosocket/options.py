@@ -7,6 +7,7 @@ Every default is the strict application default; raise limits explicitly where a
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal, TypedDict
@@ -18,6 +19,7 @@ __all__ = [
     "ClientOptions",
     "ClientOptionsKwargs",
     "CompressionMode",
+    "RateLimits",
     "ServerOptions",
     "ServerOptionsKwargs",
     "WebSocketOptions",
@@ -150,6 +152,36 @@ def _check_compression(
     _check_positive_int("max_compressed_size", max_compressed)
 
 
+def _check_rate(name: str, value: object, *, minimum: float = 0.0, why: str = "") -> None:
+    """A rate or a bucket size: None (off, or the default) or a finite positive number, at least
+    ``minimum`` when that is given (``why`` explains it in the error)."""
+    if value is None:
+        return
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+        or value < minimum
+    ):
+        allowed = f"a number >= {minimum:g}" if minimum else "a positive number"
+        raise ConfigurationError(f"{name} must be None or {allowed}{why}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """A server's per-connection token buckets as they apply (``ServerOptions.rate_limits()``).
+
+    A bucket holds at most its burst in tokens and refills at its rate per second; a message takes
+    one message token per envelope and one byte token per byte. A ``None`` rate: that bucket is off.
+    """
+
+    message_rate: float | None
+    message_burst: float
+    byte_rate: float | None
+    byte_burst: float
+
+
 def _check_dashboard(dashboard: object, token: object) -> None:
     if not isinstance(dashboard, bool):
         raise ConfigurationError(f"dashboard must be True or False, got {dashboard!r}")
@@ -222,6 +254,19 @@ class ServerOptions:
     #: Largest compressed message a client may send (summed over its frames); bigger closes with
     #: 1009. max_payload_length bounds the inflated size.
     max_compressed_size: int = 1 * MiB
+    #: Messages per second one client may send, sustained (a token bucket per connection; each
+    #: envelope counts, a batch of n counts n). Over it: closed with 1008 "rate limit exceeded"
+    #: (disconnect reason "rate limited"). None: no limit.
+    rate_limit_messages: float | None = None
+    #: Messages a client may send at once: the bucket's size. None: one second's worth
+    #: (rate_limit_messages, at least 1).
+    rate_limit_messages_burst: float | None = None
+    #: Bytes per second one client may send, sustained (message payloads, as received). Over it:
+    #: closed as for rate_limit_messages. None: no limit.
+    rate_limit_bytes: float | None = None
+    #: Bytes a client may send at once; at least max_payload_length, so that one message of the
+    #: largest allowed size can pass. None: one second's worth, at least max_payload_length.
+    rate_limit_bytes_burst: float | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int("max_pending_messages", self.max_pending_messages)
@@ -234,6 +279,37 @@ class ServerOptions:
             raise ConfigurationError(f"path must start with '/', got {self.path!r}")
         # The WebSocket limits validate themselves (and name the option) here.
         self.websocket_options()
+        self._check_rate_limits()
+
+    def _check_rate_limits(self) -> None:
+        _check_rate("rate_limit_messages", self.rate_limit_messages)
+        _check_rate("rate_limit_messages_burst", self.rate_limit_messages_burst, minimum=1)
+        _check_rate("rate_limit_bytes", self.rate_limit_bytes)
+        _check_rate(
+            "rate_limit_bytes_burst",
+            self.rate_limit_bytes_burst,
+            minimum=self.max_payload_length,
+            why=" (max_payload_length: a message of the largest allowed size must be able to pass)",
+        )
+        if self.rate_limit_messages_burst is not None and self.rate_limit_messages is None:
+            raise ConfigurationError("rate_limit_messages_burst is set but rate_limit_messages is not")
+        if self.rate_limit_bytes_burst is not None and self.rate_limit_bytes is None:
+            raise ConfigurationError("rate_limit_bytes_burst is set but rate_limit_bytes is not")
+
+    def rate_limits(self) -> RateLimits | None:
+        """The per-connection token buckets with their bursts resolved; None when both are off."""
+        messages, messages_burst = self.rate_limit_messages, self.rate_limit_messages_burst
+        size, size_burst = self.rate_limit_bytes, self.rate_limit_bytes_burst
+        if messages is None and size is None:
+            return None
+        return RateLimits(
+            message_rate=messages,
+            message_burst=float(messages_burst if messages_burst is not None else max(messages or 1.0, 1.0)),
+            byte_rate=size,
+            byte_burst=float(
+                size_burst if size_burst is not None else max(size or 0.0, self.max_payload_length)
+            ),
+        )
 
     def websocket_options(self) -> WebSocketOptions:
         """The engine options every connection of this server shares."""
@@ -279,6 +355,10 @@ class ServerOptionsKwargs(TypedDict, total=False):
     compression_window_bits: int
     compression_mem_level: int
     max_compressed_size: int
+    rate_limit_messages: float | None
+    rate_limit_messages_burst: float | None
+    rate_limit_bytes: float | None
+    rate_limit_bytes_burst: float | None
 
 
 def server_options(**values: object) -> ServerOptions:
@@ -342,6 +422,9 @@ class ClientOptions:
     #: Offer permessage-deflate (context takeover both ways, ``compression="dedicated"`` of the
     #: transport options, unless ``options`` chooses another mode) and compress what is sent.
     compression: bool = False
+    #: The TLS context of wss:// connections (e.g. one trusting a private CA); None: the system's
+    #: default context, which verifies the server's certificate and host name.
+    ssl: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         _check_bool("auto_connect", self.auto_connect)
@@ -372,6 +455,8 @@ class ClientOptions:
         if self.options is not None and not isinstance(self.options, WebSocketOptions):
             raise ConfigurationError(f"options must be a WebSocketOptions or None, got {self.options!r}")
         _check_bool("compression", self.compression)
+        if self.ssl is not None and not isinstance(self.ssl, ssl.SSLContext):
+            raise ConfigurationError(f"ssl must be an ssl.SSLContext or None, got {self.ssl!r}")
 
 
 class ClientOptionsKwargs(TypedDict, total=False):
@@ -390,3 +475,4 @@ class ClientOptionsKwargs(TypedDict, total=False):
     ack_timeout: float | None
     options: WebSocketOptions | None
     compression: bool
+    ssl: ssl.SSLContext | None

@@ -579,6 +579,7 @@ def test_same_origin_allowed(origin: str, host: str, secure: bool) -> None:
         ("http://example.com", "example.com:8080", False),
         ("https://example.com", "example.com", False),  # default port 443 against 80
         ("http://example.com", "example.com", True),  # default port 80 against 443
+        ("http://example.com:8443", "example.com:8443", True),  # an http page is not a TLS origin
         ("http://example.com", None, False),  # no Host to compare with
         ("http://example.com", "", False),
         ("http://example.com", "[::1", False),

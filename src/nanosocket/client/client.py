@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from enum import Enum
 from functools import partial
+from ssl import SSLContext
 from typing import Any, Final, TypeVar, overload
 
 from ..dispatch import AckTable, HandlerRegistry, call_handler, check_listen, fitting_args, pack_result
@@ -231,8 +232,10 @@ class NanoSocketClient:
 
     ``NanoSocketClient(url, *, auto_connect=True, reconnection=True, reconnection_attempts=None,
     reconnection_delay=1.0, reconnection_delay_max=30.0, randomization_factor=0.5, timeout=20.0,
-    auth=None, headers=None, max_queue_size=1000, ack_timeout=None, options=None)``; the options
-    are those of ``ClientOptions``. Invalid values raise ConfigurationError naming the option.
+    auth=None, headers=None, max_queue_size=1000, ack_timeout=None, options=None, compression=False,
+    ssl=None)``; the options are those of ``ClientOptions``. Invalid values raise
+    ConfigurationError naming the option. ``ssl`` is the TLS context of a wss:// URL (default: the
+    system's, which verifies the server's certificate).
     """
 
     __slots__ = (
@@ -274,6 +277,7 @@ class NanoSocketClient:
         ack_timeout: float | None = None,
         options: WebSocketOptions | None = None,
         compression: bool = False,
+        ssl: SSLContext | None = None,
     ) -> None:
         self._url = normalize_url(url)
         self._options = client_options(
@@ -290,7 +294,10 @@ class NanoSocketClient:
             ack_timeout=ack_timeout,
             options=options,
             compression=compression,
+            ssl=ssl,
         )
+        if ssl is not None and not self._url.startswith("wss://"):
+            raise ConfigurationError(f"ssl is for wss:// (or https://) URLs, got {self._url!r}")
         self._ws_options = options if options is not None else DEFAULT_WEBSOCKET_OPTIONS
         if compression and self._ws_options.compression == "off":
             # permessage-deflate with context takeover both ways (options may choose "shared").
@@ -696,6 +703,7 @@ class NanoSocketClient:
                     subprotocols=(V1_SUBPROTOCOL,),
                     timeout=options.timeout,
                     options=self._ws_options,
+                    ssl=options.ssl,
                 )
                 self._ws = ws
                 if ws.subprotocol != V1_SUBPROTOCOL:

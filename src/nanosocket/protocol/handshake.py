@@ -348,10 +348,11 @@ def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
 def origin_allowed(request: Request, allowed: tuple[str, ...] | None, *, secure: bool = False) -> bool:
     """The Origin policy against Cross-Site WebSocket Hijacking.
 
-    ``allowed=None`` means same-origin: a browser's Origin must name the host the request was
-    sent to. Otherwise the Origin must match an entry exactly (``"*"`` allows any). Requests
-    without an Origin header come from non-browser clients and are allowed: a browser always
-    sends one with a WebSocket upgrade.
+    ``allowed=None`` means same-origin: a browser's Origin must name the host and port the request
+    was sent to (``Host``), and over TLS (``secure``) its scheme must be https: a page served over
+    plain http is another origin. Otherwise the Origin must match an entry exactly (``"*"``
+    allows any). Requests without an Origin header come from non-browser clients and are allowed:
+    a browser always sends one with a WebSocket upgrade.
     """
     origin = request.headers.get("origin")
     if origin is None:
@@ -363,7 +364,7 @@ def origin_allowed(request: Request, allowed: tuple[str, ...] | None, *, secure:
         parts = urlsplit(origin)
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return False
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in (("https",) if secure else ("http", "https")) or not parts.netloc:
         return False
     origin_hp = _host_port(parts.netloc, parts.scheme)
     host_header = request.headers.get("host")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl as ssl_module
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from http import HTTPStatus
@@ -63,6 +64,13 @@ def check_server_side_name(event: object) -> str:
     return event
 
 
+def _check_ssl(context: object) -> ssl_module.SSLContext | None:
+    """Refuse an ``ssl`` that is not an SSLContext (a path or True would fail only at listen)."""
+    if context is not None and not isinstance(context, ssl_module.SSLContext):
+        raise ConfigurationError(f"ssl must be an ssl.SSLContext or None, got {context!r}")
+    return context
+
+
 def _check_address(port: object, host: object) -> None:
     """Refuse a port or host that cannot be listened on, naming it (as the options do)."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
@@ -97,7 +105,8 @@ class NanoSocket:
 
     ``NanoSocket(port=3000, host="0.0.0.0", **options)``; the options are those of
     ``ServerOptions`` (limits, timeouts, ``cors``, ``path``...). Invalid values raise
-    ConfigurationError naming the option.
+    ConfigurationError naming the option. ``ssl`` (an ``ssl.SSLContext``) serves wss:// and
+    https:// on the same port.
     """
 
     def __init__(
@@ -106,10 +115,19 @@ class NanoSocket:
         port: int = 3000,
         host: str = "0.0.0.0",
         adapter: Adapter | None = None,
+        ssl: ssl_module.SSLContext | None = None,
         **options: Unpack[ServerOptionsKwargs],
     ) -> None:
         _check_address(port, host)
         self.options: ServerOptions = server_options(**options)
+        #: The TLS context connections are served with (wss://, https://); None: plain TCP.
+        self.ssl = _check_ssl(ssl)
+        if self.options.cors is not None and "*" in self.options.cors:
+            logger.warning(
+                "cors allows any origin ('*'): any web page may open a connection to this server with"
+                " its visitors' cookies and HTTP credentials (Cross-Site WebSocket Hijacking). List"
+                " the allowed origins instead, unless no middleware trusts cookies or HTTP auth."
+            )
         #: The size from which messages are compressed; None when compression is off.
         self.compress_from = compress_from(self.options)
         self.port = port
@@ -444,11 +462,17 @@ class NanoSocket:
 
     # -------------------------------------------------------------- lifecycle
 
-    async def listen(self, port: int | None = None, host: str | None = None) -> None:
-        """Start accepting connections (``port=0`` picks a free port; read it from ``server.port``)."""
+    async def listen(
+        self, port: int | None = None, host: str | None = None, *, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
+        """Start accepting connections (``port=0`` picks a free port; read it from ``server.port``).
+
+        ``ssl`` serves TLS (wss://, https://) with this context instead of the constructor's.
+        """
         if self._server is not None:
             raise RuntimeError("the server is already listening")
         _check_address(self.port if port is None else port, self.host if host is None else host)
+        context = _check_ssl(ssl) if ssl is not None else self.ssl
         server = WebSocketServer(
             self._on_websocket,
             options=self._ws_options,
@@ -461,7 +485,9 @@ class NanoSocket:
                 else self.options.path
             ),
         )
-        await server.listen(host if host is not None else self.host, self.port if port is None else port)
+        await server.listen(
+            host if host is not None else self.host, self.port if port is None else port, ssl=context
+        )
         try:
             await self.adapter.start()
         except BaseException:

@@ -13,13 +13,13 @@ import secrets
 import time
 from collections.abc import Callable
 from enum import IntEnum
-from functools import partial
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..adapters.base import Adapter
 from ..dispatch import AckTable, HandlerRegistry, Suspended, fitting_args, invoke
 from ..errors import ConnectError, ProtocolError, connection_closed
-from ..options import ServerOptions
+from ..options import RateLimits, ServerOptions
 from ..protocol.deflate import OutgoingMessage
 from ..protocol.envelope import (
     MAX_BATCH,
@@ -40,7 +40,14 @@ from .metrics import Stats
 if TYPE_CHECKING:
     from .socket import Socket
 
-__all__ = ["SOCKET_LOCAL_EVENTS", "Connection", "ConnectionHost", "SocketState", "new_socket_id"]
+__all__ = [
+    "SOCKET_LOCAL_EVENTS",
+    "Connection",
+    "ConnectionHost",
+    "SocketState",
+    "TokenBuckets",
+    "new_socket_id",
+]
 
 logger = logging.getLogger("nanosocket.server")
 
@@ -85,6 +92,56 @@ class ConnectionHost(Protocol):
         """A handler raised: log (rate-limited) and run the ``error`` handlers."""
 
 
+_monotonic = time.monotonic
+
+
+class TokenBuckets:
+    """One connection's rate limits (``ServerOptions.rate_limit_*``): a message bucket and a byte
+    bucket, each full (its burst) at first and refilled at its rate per second. A message that
+    finds too few tokens in either is over the limit; the connection is then closed, so a bucket
+    never has to recover from debt."""
+
+    __slots__ = ("_bytes", "_limits", "_messages", "_stamp")
+
+    def __init__(self, limits: RateLimits) -> None:
+        self._limits = limits
+        self._messages = limits.message_burst
+        self._bytes = limits.byte_burst
+        self._stamp = _monotonic()
+
+    def admit(self, message: str | bytes) -> bool:
+        """Take the tokens of one received message (one envelope, its size in bytes)."""
+        if type(message) is str and not message.isascii():  # isascii() is O(1) for str
+            return self.take(1, len(message.encode("utf-8")))
+        return self.take(1, len(message))
+
+    def take(self, messages: int, size: int) -> bool:
+        """Take ``messages`` message tokens and ``size`` byte tokens; False when either bucket
+        does not hold enough."""
+        now = _monotonic()
+        elapsed = now - self._stamp
+        self._stamp = now
+        limits = self._limits
+        admitted = True
+        rate = limits.message_rate
+        if rate is not None:
+            tokens = min(limits.message_burst, self._messages + elapsed * rate) - messages
+            self._messages = tokens
+            admitted = tokens >= 0
+        rate = limits.byte_rate
+        if rate is not None:
+            tokens = min(limits.byte_burst, self._bytes + elapsed * rate) - size
+            self._bytes = tokens
+            admitted = admitted and tokens >= 0
+        return admitted
+
+
+@lru_cache(maxsize=16)
+def _rate_limits(options: ServerOptions) -> RateLimits | None:
+    """A server's resolved rate limits, one object for all its connections."""
+    return options.rate_limits()
+
+
 def _close_reason(code: int, reason: str) -> str:
     """The disconnect reason handlers see for a close the server did not initiate itself."""
     if code in (1000, 1005):
@@ -108,6 +165,7 @@ class Connection:
         "_address",
         "_admission",
         "_auth",
+        "_buckets",
         "_data",
         "_deadline",
         "_disconnect_reason",
@@ -141,7 +199,9 @@ class Connection:
         self._disconnect_reason: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._admission: asyncio.Task[Any] | None = None
-        ws.on_message = self._receive
+        limits = _rate_limits(host.options)
+        self._buckets = TokenBuckets(limits) if limits is not None else None
+        ws.on_message = self._receive if limits is None else self._receive_limited
         ws.on_close = self._closed
 
     def _start(self) -> None:
@@ -171,6 +231,25 @@ class Connection:
 
     # ------------------------------------------------------------- messages in
 
+    def _receive_limited(self, message: str | bytes) -> None:
+        """``_receive`` behind the rate limits (the message handler when they are on). Messages
+        that wait for the connect step are charged as they arrive, not again when handled."""
+        buckets = self._buckets
+        assert buckets is not None
+        if buckets.admit(message):
+            self._receive(message)
+        else:
+            self._rate_limited()
+
+    def _rate_limited(self) -> None:
+        """Over a rate limit: close with 1008 (what the client sent after it is discarded)."""
+        if not self._ws.open:
+            return
+        self._host.stats.rate_limited += 1
+        logger.debug("closing %s: rate limit exceeded", self.id)
+        self._disconnect_reason = "rate limited"
+        self._ws.close(1008, "rate limit exceeded")
+
     def _receive(self, message: str | bytes) -> None:
         if self._state is not SocketState.CONNECTED:
             self._receive_early(message)
@@ -197,6 +276,11 @@ class Connection:
             elif type(decoded) is list:
                 if len(decoded) > MAX_BATCH:
                     raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
+                buckets = self._buckets
+                if buckets is not None and len(decoded) > 1 and not buckets.take(len(decoded) - 1, 0):
+                    # A batch of n envelopes counts as n messages (its frame was charged one).
+                    self._rate_limited()
+                    return
                 for envelope in decoded:
                     self._envelope(envelope)
                     if self._state is not SocketState.CONNECTED:
