@@ -40,6 +40,9 @@ from nanosocket.protocol.handshake import (
 )
 from nanosocket.protocol.websocket import State, WebSocketConnection
 
+# Every test runs on the pure-Python spec and on its compiled twin (tests/protocol/conftest.py).
+pytestmark = pytest.mark.usefixtures("connection_class")
+
 MASK = b"\x91\x0c\x5e\xa2"
 TAIL = b"\x00\x00\xff\xff"
 MiB = 1024 * 1024

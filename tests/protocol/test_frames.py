@@ -7,6 +7,8 @@ import struct
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nanosocket.errors import InvalidPayload, ProtocolError
 from nanosocket.protocol.frames import (
@@ -24,6 +26,8 @@ from nanosocket.protocol.frames import (
     parse_close,
     parse_header,
     py_apply_mask,
+    py_build_frame,
+    py_parse_header,
 )
 
 MASK = b"\x37\xfa\x21\x3d"  # the masking key of RFC 6455 §5.7
@@ -50,9 +54,34 @@ def payload_of(n: int) -> bytes:
     return bytes(i % 251 for i in range(n))
 
 
+def _frame_kernels() -> list[Any]:
+    """The pure-Python build_frame and parse_header and, when built, their compiled twins."""
+    kernels = [pytest.param((py_build_frame, py_parse_header), id="python")]
+    try:
+        from nanosocket._speedups._frames import build_frame as compiled_build
+        from nanosocket._speedups._frames import parse_header as compiled_parse
+    except ImportError:
+        pass
+    else:
+        kernels.append(pytest.param((compiled_build, compiled_parse), id="compiled"))
+    return kernels
+
+
+FRAME_KERNELS = _frame_kernels()
+
+
+@pytest.fixture(params=FRAME_KERNELS)
+def frame_kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bind this module's ``build_frame`` and ``parse_header`` to one implementation."""
+    build, parse = request.param
+    monkeypatch.setattr(f"{__name__}.build_frame", build)
+    monkeypatch.setattr(f"{__name__}.parse_header", parse)
+
+
 # ----------------------------------------------------------------- build_frame
 
 
+@pytest.mark.usefixtures("frame_kernels")
 def test_rfc_examples() -> None:
     # RFC 6455 §5.7: a single-frame unmasked and masked text message "Hello", a ping, a 256-byte and
     # a 64 KiB binary message.
@@ -66,6 +95,7 @@ def test_rfc_examples() -> None:
     assert build_frame(BINARY, bytes(65536))[:10] == bytes.fromhex("827f0000000000010000")
 
 
+@pytest.mark.usefixtures("frame_kernels")
 @pytest.mark.parametrize(("n", "length_field", "extended"), LENGTH_FORMS)
 def test_unmasked_frame_layout(n: int, length_field: int, extended: int) -> None:
     payload = payload_of(n)
@@ -80,6 +110,7 @@ def test_unmasked_frame_layout(n: int, length_field: int, extended: int) -> None
     assert len(frame) == 2 + extended + n
 
 
+@pytest.mark.usefixtures("frame_kernels")
 @pytest.mark.parametrize(("n", "length_field", "extended"), LENGTH_FORMS)
 def test_masked_frame_layout(n: int, length_field: int, extended: int) -> None:
     payload = payload_of(n)
@@ -93,6 +124,7 @@ def test_masked_frame_layout(n: int, length_field: int, extended: int) -> None:
     assert naive_mask(body, MASK) == payload
 
 
+@pytest.mark.usefixtures("frame_kernels")
 @pytest.mark.parametrize(
     ("opcode", "fin", "rsv1", "first"),
     [
@@ -114,6 +146,7 @@ def test_first_byte(opcode: int, fin: bool, rsv1: bool, first: int) -> None:
 # ----------------------------------------------------------------- parse_header
 
 
+@pytest.mark.usefixtures("frame_kernels")
 @pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
 @pytest.mark.parametrize(("n", "length_field", "extended"), LENGTH_FORMS)
 def test_build_parse_round_trip(n: int, length_field: int, extended: int, masked: bool) -> None:
@@ -133,6 +166,7 @@ def test_build_parse_round_trip(n: int, length_field: int, extended: int, masked
     assert body == payload
 
 
+@pytest.mark.usefixtures("frame_kernels")
 @pytest.mark.parametrize("masked", [False, True], ids=["unmasked", "masked"])
 @pytest.mark.parametrize("n", [0, 125, 126, 65535, 65536])
 def test_parse_header_every_incomplete_prefix(n: int, masked: bool) -> None:
@@ -147,6 +181,7 @@ def test_parse_header_every_incomplete_prefix(n: int, masked: bool) -> None:
     assert parse_header(frame[:header_length], 0, header_length) == full
 
 
+@pytest.mark.usefixtures("frame_kernels")
 def test_parse_header_at_an_offset_in_a_bytearray() -> None:
     first = build_frame(TEXT, b"one")
     second = build_frame(BINARY, payload_of(300), mask_key=MASK)
@@ -158,6 +193,7 @@ def test_parse_header_at_an_offset_in_a_bytearray() -> None:
     assert parse_header(buf, len(first), len(first) + 8) == (0x82, 0x80 | 126, 300, 8)
 
 
+@pytest.mark.usefixtures("frame_kernels")
 @pytest.mark.parametrize(
     "length",
     [1 << 63, (1 << 64) - 1, (1 << 63) + 65536],
@@ -171,6 +207,7 @@ def test_parse_header_rejects_64_bit_length_with_msb_set(length: int, masked: bo
     assert info.value.close_code == 1002
 
 
+@pytest.mark.usefixtures("frame_kernels")
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 65535])
 def test_parse_header_rejects_non_minimal_64_bit_length(length: int) -> None:
     header = bytes((0x82, 127)) + struct.pack("!Q", length)
@@ -179,6 +216,7 @@ def test_parse_header_rejects_non_minimal_64_bit_length(length: int) -> None:
     assert info.value.close_code == 1002
 
 
+@pytest.mark.usefixtures("frame_kernels")
 @pytest.mark.parametrize("length", [0, 1, 125])
 def test_parse_header_rejects_non_minimal_16_bit_length(length: int) -> None:
     header = bytes((0x82, 126)) + struct.pack("!H", length)
@@ -187,6 +225,7 @@ def test_parse_header_rejects_non_minimal_16_bit_length(length: int) -> None:
     assert info.value.close_code == 1002
 
 
+@pytest.mark.usefixtures("frame_kernels")
 def test_parse_header_accepts_the_smallest_minimal_extended_lengths() -> None:
     header16 = bytes((0x82, 126)) + struct.pack("!H", 126)
     header64 = bytes((0x82, 127)) + struct.pack("!Q", 65536)
@@ -194,6 +233,89 @@ def test_parse_header_accepts_the_smallest_minimal_extended_lengths() -> None:
     assert parse_header(header16, 0, 4) == (0x82, 126, 126, 4)
     assert parse_header(header64, 0, 10) == (0x82, 127, 65536, 10)
     assert parse_header(largest, 0, 10) == (0x82, 127, (1 << 63) - 1, 10)
+
+
+def _outcome(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """What a call returns, or the type and message of what it raises."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as exc:
+        return type(exc), str(exc)
+
+
+def _compiled_frames() -> Any:
+    return pytest.importorskip("nanosocket._speedups._frames")
+
+
+# Inputs off the compiled fast paths: each must give the spec's result or the spec's error.
+ODD_BUILDS = [
+    (TEXT, memoryview(b"abc"), {}),
+    (TEXT, memoryview(b"abc"), {"mask_key": MASK}),
+    (TEXT, bytearray(b"abc"), {"mask_key": MASK}),
+    (256, b"x", {}),
+    (-1, b"x", {}),
+    (300, bytes(200), {}),
+    (300, bytes(70000), {}),
+    (TEXT, "text", {}),
+    (TEXT, b"x", {"mask_key": b"abc"}),
+    (TEXT, b"x", {"mask_key": bytearray(MASK)}),
+    (TEXT, b"x", {"mask_key": "abcd"}),
+    (True, b"x", {}),
+    (1.0, b"x", {}),
+    (TEXT, b"x", {"fin": 0, "rsv1": 1}),
+    (0xFF, b"", {"fin": False}),
+]
+
+
+@pytest.mark.parametrize(("opcode", "payload", "options"), ODD_BUILDS)
+def test_compiled_build_frame_gives_the_specs_result_on_any_input(
+    opcode: Any, payload: Any, options: dict[str, Any]
+) -> None:
+    compiled = _compiled_frames().build_frame
+    assert _outcome(compiled, opcode, payload, **options) == _outcome(
+        py_build_frame, opcode, payload, **options
+    )
+
+
+@pytest.mark.parametrize(
+    ("buf", "pos", "end"),
+    [
+        (memoryview(b"\x81\x05hello"), 0, 7),
+        (b"\x81\x05hello", -7, 7),
+        (b"\x81\x05hello", 0, 70),
+        (b"\x81\x05hello", 5, 2),
+        (bytearray(b"\x00\x81\x05"), 1, 3),
+        ("\x81\x05", 0, 2),
+        (b"\x81\x05", 0.0, 2),
+    ],
+)
+def test_compiled_parse_header_gives_the_specs_result_on_any_input(buf: Any, pos: Any, end: Any) -> None:
+    compiled = _compiled_frames().parse_header
+    assert _outcome(compiled, buf, pos, end) == _outcome(py_parse_header, buf, pos, end)
+
+
+@given(st.binary(max_size=16), st.integers(0, 16), st.integers(0, 16))
+def test_compiled_parse_header_agrees_with_the_spec(data: bytes, pos: int, end: int) -> None:
+    compiled = _compiled_frames().parse_header
+    end = min(end, len(data))
+    assert _outcome(compiled, data, pos, end) == _outcome(py_parse_header, data, pos, end)
+    assert _outcome(compiled, bytearray(data), pos, end) == _outcome(py_parse_header, data, pos, end)
+
+
+@given(
+    opcode=st.integers(0, 15),
+    payload=st.binary(max_size=300) | st.sampled_from([bytes(65535), bytes(65536)]),
+    fin=st.booleans(),
+    rsv1=st.booleans(),
+    mask_key=st.none() | st.binary(min_size=4, max_size=4),
+)
+def test_compiled_build_frame_agrees_with_the_spec(
+    opcode: int, payload: bytes, fin: bool, rsv1: bool, mask_key: bytes | None
+) -> None:
+    compiled = _compiled_frames().build_frame
+    expected = py_build_frame(opcode, payload, fin=fin, rsv1=rsv1, mask_key=mask_key)
+    assert compiled(opcode, payload, fin=fin, rsv1=rsv1, mask_key=mask_key) == expected
+    assert compiled(opcode, bytearray(payload), fin=fin, rsv1=rsv1, mask_key=mask_key) == expected
 
 
 # ------------------------------------------------------------------- apply_mask
@@ -237,12 +359,17 @@ def test_the_compiled_twin_is_in_use_when_built_and_allowed() -> None:
     from nanosocket._speedups import enabled
 
     compiled = len(MASK_KERNELS) == 2
+    assert len(FRAME_KERNELS) == len(MASK_KERNELS)
     if os.environ.get("NANOSOCKET_REQUIRE_SPEEDUPS") == "1" and enabled():
         assert compiled, "the compiled speedups were not built"
     if compiled and enabled():
         assert apply_mask is not py_apply_mask
+        assert build_frame is not py_build_frame
+        assert parse_header is not py_parse_header
     if not enabled():
         assert apply_mask is py_apply_mask
+        assert build_frame is py_build_frame
+        assert parse_header is py_parse_header
 
 
 def test_apply_mask_keeps_leading_and_trailing_zero_bytes() -> None:

@@ -24,6 +24,9 @@ from nanosocket.options import WebSocketOptions
 from nanosocket.protocol.frames import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, build_frame
 from nanosocket.protocol.websocket import State, WebSocketConnection, check_utf8_chunk
 
+# Every test runs on the pure-Python spec and on its compiled twin (tests/protocol/conftest.py).
+pytestmark = pytest.mark.usefixtures("connection_class")
+
 PEER_MASK = b"\x37\xfa\x21\x3d"
 
 Event = tuple[str, "str | bytes"]

@@ -26,6 +26,8 @@ __all__ = [
     "parse_close",
     "parse_header",
     "py_apply_mask",
+    "py_build_frame",
+    "py_parse_header",
 ]
 
 CONTINUATION = 0x0
@@ -93,7 +95,7 @@ if speedups_enabled():
         pass
 
 
-def build_frame(
+def py_build_frame(
     opcode: int,
     payload: bytes,
     *,
@@ -116,7 +118,7 @@ def build_frame(
     return header + payload
 
 
-def parse_header(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, int, int] | None:
+def py_parse_header(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, int, int] | None:
     """Parse the frame header at ``buf[pos:end]``.
 
     Returns ``(first_byte, second_byte, payload_length, header_length)`` (the mask key, when
@@ -151,6 +153,15 @@ def parse_header(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, 
     if end - pos < header_length:
         return None
     return first, second, length, header_length
+
+
+build_frame = py_build_frame
+parse_header = py_parse_header
+if speedups_enabled():
+    try:
+        from .._speedups._frames import build_frame, parse_header
+    except ImportError:  # not compiled: the pure-Python versions above are used
+        pass
 
 
 def encode_close(code: int | None, reason: str = "") -> bytes:

@@ -11,6 +11,10 @@ then only that frame's bytes), no reassembly buffer while no fragmented message 
 With permessage-deflate negotiated (``deflate``, see deflate.py) the first frame of a compressed
 message has RSV1 set; it is inflated (per fragment, bounded by max_payload_length, text checked as
 UTF-8 as it is inflated) on a path of its own, so uncompressed frames cost what they did.
+
+``PyWebSocketConnection`` is the spec; ``WebSocketConnection`` is its compiled twin
+(_speedups/_websocket.pyx) when that was built and ``NANOSOCKET_NO_SPEEDUPS`` is not set, else
+the spec itself.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import os
 from enum import IntEnum
 from typing import Protocol
 
+from .._speedups import enabled as speedups_enabled
 from ..errors import InvalidPayload, PayloadTooBig, ProtocolError, connection_closed
 from ..options import WebSocketOptions
 from .deflate import Inflation, OutgoingMessage, PerMessageDeflate
@@ -43,7 +48,7 @@ from .frames import (
     parse_header,
 )
 
-__all__ = ["FrameHandler", "State", "WebSocketConnection", "check_utf8_chunk"]
+__all__ = ["FrameHandler", "PyWebSocketConnection", "State", "WebSocketConnection", "check_utf8_chunk"]
 
 _utf8_decode = codecs.utf_8_decode
 
@@ -107,7 +112,7 @@ def check_utf8_chunk(tail: bytes, chunk: bytes) -> bytes:
     return rest
 
 
-class WebSocketConnection:
+class PyWebSocketConnection:
     """One WebSocket connection after its opening handshake, as a state machine.
 
     ``client`` selects the side: a client masks what it sends and refuses masked frames; a
@@ -492,3 +497,11 @@ class WebSocketConnection:
         self._buf = None
         self._msg_parts = None
         self._inflation = None
+
+
+WebSocketConnection = PyWebSocketConnection
+if speedups_enabled():
+    try:
+        from .._speedups._websocket import WebSocketConnection  # type: ignore[assignment]
+    except ImportError:  # not compiled: the pure-Python class above is used
+        pass
