@@ -109,6 +109,7 @@ class WebSocket(asyncio.Protocol):
         "_idle_ticks",
         "_inbox",
         "_inbox_waiter",
+        "_lingering",
         "_lost",
         "_on_message",
         "_options",
@@ -140,6 +141,7 @@ class WebSocket(asyncio.Protocol):
         self._early = b""
         self._idle_ticks = 0
         self._lost = False
+        self._lingering = False
         self._closed_waiter: asyncio.Future[None] | None = None
         self._inbox: deque[str | bytes] | None = None
         self._inbox_waiter: asyncio.Future[None] | None = None
@@ -306,7 +308,7 @@ class WebSocket(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The peer reads slower than we write: stop reading its requests until it catches up.
         transport = self._transport
-        if transport is not None and self._conn is not None:
+        if transport is not None and self._conn is not None and not self._lingering:
             transport.pause_reading()
 
     def resume_writing(self) -> None:
@@ -534,7 +536,22 @@ class WebSocket(asyncio.Protocol):
         if transport is None or self._lost:
             return
         code = conn.close_code
-        if self._client is None or code not in (CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS):
+        if self._lingering:
+            return
+        if self._client is None and code == CloseCode.MESSAGE_TOO_BIG and transport.can_write_eof():
+            # The peer is most likely still sending the rest of a message too big. Closing with
+            # its bytes unread would reset the connection, and a reset can destroy the close frame
+            # before the peer reads it: half-close instead, and discard what still arrives (the
+            # core ignores input once CLOSED) until the peer closes, or close_timeout.
+            self._lingering = True
+            transport.write_eof()
+            if not transport.is_reading():
+                transport.resume_reading()
+        elif self._client is None or code not in (
+            CloseCode.NORMAL,
+            CloseCode.GOING_AWAY,
+            CloseCode.NO_STATUS,
+        ):
             # The server closes TCP first; a failing client does not wait either.
             transport.close()
         # Whoever waits for the other side waits at most close_timeout.
