@@ -22,6 +22,7 @@ import gc
 import os
 import sys
 import tracemalloc
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from server_kit import Harness, Peer, RawTCP, within
@@ -100,6 +101,35 @@ def forget(ns: Harness, *raws: RawTCP) -> None:
         raw.abort()
         if raw in ns.raws:
             ns.raws.remove(raw)
+
+
+async def write_until_closed(
+    raw: RawTCP,
+    chunks: Iterable[bytes],
+    *,
+    every: int = 0,
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[list[tuple[int, bytes]], tuple[int, str]]:
+    """Write ``chunks`` one write each, until the server closes; return the frames it sent and its
+    close frame's (code, reason). ``between`` runs after every ``every`` writes.
+
+    The frames are read meanwhile, and writing stops once the server closed: a write after that
+    fails, and a stream reports its error before the data it had already read.
+    """
+    reading = asyncio.ensure_future(raw.read_until_close())
+    try:
+        for n, chunk in enumerate(chunks, 1):
+            if reading.done() or raw.writer.transport.is_closing():
+                break
+            raw.writer.write(chunk)
+            await within(raw.writer.drain())
+            await asyncio.sleep(0)
+            if between is not None and every and n % every == 0 and not reading.done():
+                await between()
+        result: tuple[list[tuple[int, bytes]], tuple[int, str]] = await within(reading)
+        return result
+    finally:
+        reading.cancel()
 
 
 def _answer_echo(socket: Socket) -> None:
