@@ -83,11 +83,12 @@ RULES: tuple[Rule, ...] = (
         ("nanosocket.endpoint",),
         ("transport", "protocol", "errors", "options"),
     ),
-    # The server builds its default MemoryAdapter (DESIGN.md §1 lists adapters.base only).
+    # The server builds its default MemoryAdapter (DESIGN.md §1 lists adapters.base only), and
+    # run(workers=N) hands itself to the supervisor of the workers.
     Rule(
         "server",
         ("nanosocket.server", "nanosocket.server.*"),
-        ("server", "adapters.memory", *SIDE_COMMON),
+        ("server", "adapters.memory", "workers", *SIDE_COMMON),
     ),
     Rule("client", ("nanosocket.client", "nanosocket.client.*"), ("client", *SIDE_COMMON)),
     Rule(
@@ -95,7 +96,10 @@ RULES: tuple[Rule, ...] = (
         ("nanosocket.adapters", "nanosocket.adapters.*"),
         ("adapters", "protocol", "rooms", "errors", "options"),
     ),
-    Rule("cli", ("nanosocket.cli",), ("", "endpoint", "transport", "options")),
+    # Worker processes and their supervisor: a server per worker, with the RedisAdapter of
+    # NANOSOCKET_REDIS_URL when it has no adapter of its own (not in DESIGN.md §1 yet).
+    Rule("workers", ("nanosocket.workers",), ("server", "adapters", "errors", "options")),
+    Rule("cli", ("nanosocket.cli",), ("", "endpoint", "transport", "options", "workers")),
 )
 
 # Violations the table knows about and tolerates until they are fixed; each must still be real

@@ -3,10 +3,16 @@
     nanosocket echo-server --port 9001 [--max-payload-length N] [--max-fragments N]
                            [--compression off|shared|dedicated]
 
+    nanosocket serve module:attr [--host H] [--port P] [--workers N] [--shutdown-timeout S]
+
     nanosocket bench [--quick] [--scenarios ...] [--servers ...]
 
 ``echo-server`` echoes every message back through the same connection code path real servers
 use; it is what the Autobahn TestSuite conformance run and the engine benchmarks talk to.
+``serve`` runs the NanoSocket server ``module:attr`` names (a NanoSocket, or a factory returning
+one; the module is imported from the current directory like ``python -m`` would): in this process,
+or with ``--workers N`` in N worker processes on one port under a supervisor (nanosocket/workers.py).
+
 ``bench`` runs the benchmark suite (``python -m benchmarks``, arguments passed on) of the source
 checkout NanoSocket runs from, or of the current directory; it needs the repository's benchmarks/.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -24,10 +31,11 @@ from pathlib import Path
 
 import uvloop
 
-from . import Request
+from . import ConfigurationError, NanoSocket, Request
 from .endpoint import WebSocketServer
 from .options import WebSocketOptions
 from .transport import WebSocket
+from .workers import load_server, run_spawned
 
 __all__ = ["main"]
 
@@ -46,6 +54,33 @@ async def _run_echo_server(host: str, port: int, options: WebSocketOptions) -> N
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.close()
+
+
+async def _serve_here(server: NanoSocket, host: str | None, port: int | None) -> None:
+    await server.listen(port, host)
+    logging.getLogger("nanosocket.server").info("NanoSocket listening on %s:%s", server.host, server.port)
+    await server.serve_forever()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """``nanosocket serve module:attr``: one process, or ``--workers N`` under a supervisor."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if args.workers == 1:
+            run_loop(_serve_here(load_server(args.target), args.host, args.port))
+            return 0
+        return run_spawned(
+            args.target,
+            args.workers,
+            host=args.host,
+            port=args.port,
+            shutdown_timeout=args.shutdown_timeout,
+            log_level=args.log_level,
+        )
+    except ConfigurationError as exc:
+        print(f"nanosocket serve: {exc}", file=sys.stderr)
+        return 2
 
 
 def _add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -119,10 +154,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     echo.add_argument("--port", type=int, default=9001)
     _add_limit_options(echo)
     echo.add_argument("--log-level", default="WARNING")
+    serve = commands.add_parser(
+        "serve",
+        help="run a NanoSocket server (module:attr), optionally in worker processes",
+        description="Run the NanoSocket server module:attr names (a NanoSocket instance, or a"
+        " factory returning one). With --workers N > 1, N worker processes listen on one port"
+        " (SO_REUSEPORT) and share rooms through the server's adapter, or a RedisAdapter on"
+        " NANOSOCKET_REDIS_URL when it has none.",
+    )
+    serve.add_argument("target", metavar="module:attr", help="e.g. myapp.main:server or myapp:create_app")
+    serve.add_argument("--host", default=None, help="address to listen on (default: the server's host)")
+    serve.add_argument(
+        "--port", type=int, default=None, help="port to listen on (default: the server's port)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default: 1, this process serves itself)"
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds the workers get to close their clients on SIGTERM/SIGINT before they are"
+        " killed (default: %(default)s)",
+    )
+    serve.add_argument("--log-level", default="INFO")
     commands.add_parser("bench", help="run the benchmark suite of a source checkout (python -m benchmarks)")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(levelname)s [%(process)d] %(name)s: %(message)s"
+        if args.command == "serve"
+        else "%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "echo-server":
         options = WebSocketOptions(
             max_payload_length=args.max_payload_length,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import secrets
 import time
@@ -194,6 +195,9 @@ class RedisAdapter(MemoryAdapter):
         self.command_timeout = float(command_timeout)
         self.max_outbox = max_outbox
         self._id = node_id or secrets.token_hex(8)
+        #: A random id is drawn again in a forked child (a worker process): every node needs its own.
+        self._random_id = node_id is None
+        self._pid = os.getpid()
         self._all = f"{prefix}#all"
         self._own = f"{prefix}#node#{self._id}"
         self._room_prefix = f"{prefix}#room#"
@@ -258,6 +262,11 @@ class RedisAdapter(MemoryAdapter):
             return
         if self._closing:
             self._reset_state()
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            if self._random_id:
+                self._id = secrets.token_hex(8)
+                self._own = f"{self.prefix}#node#{self._id}"
         self._started = True
         options: dict[str, Any] = {
             "socket_connect_timeout": self.command_timeout,

@@ -463,11 +463,19 @@ class NanoSocket:
     # -------------------------------------------------------------- lifecycle
 
     async def listen(
-        self, port: int | None = None, host: str | None = None, *, ssl: ssl_module.SSLContext | None = None
+        self,
+        port: int | None = None,
+        host: str | None = None,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """Start accepting connections (``port=0`` picks a free port; read it from ``server.port``).
 
         ``ssl`` serves TLS (wss://, https://) with this context instead of the constructor's.
+        ``reuse_port`` sets ``SO_REUSEPORT`` on the listening socket: several processes may then
+        listen on the same port, and the kernel spreads new connections over them (the worker
+        processes of ``run(workers=N)`` and ``nanosocket serve --workers N`` do).
         """
         if self._server is not None:
             raise RuntimeError("the server is already listening")
@@ -486,7 +494,10 @@ class NanoSocket:
             ),
         )
         await server.listen(
-            host if host is not None else self.host, self.port if port is None else port, ssl=context
+            host if host is not None else self.host,
+            self.port if port is None else port,
+            ssl=context,
+            reuse_port=reuse_port,
         )
         try:
             await self.adapter.start()
@@ -538,8 +549,37 @@ class NanoSocket:
                 loop.remove_signal_handler(sig)
             await self.close()
 
-    def run(self) -> None:
-        """Run the server on uvloop until SIGINT/SIGTERM (blocking)."""
+    def set_adapter(self, adapter: Adapter) -> None:
+        """Replace the adapter, before the server listens and while no socket is connected (the
+        worker processes put in the RedisAdapter of ``NANOSOCKET_REDIS_URL`` this way)."""
+        if self._server is not None or self.adapter.local_count():
+            raise RuntimeError("the adapter can only be replaced before the server listens")
+        if not isinstance(adapter, Adapter):
+            raise ConfigurationError(f"adapter must be an Adapter, got {adapter!r}")
+        self.adapter = adapter
+        adapter.attach(ClusterNode(self))
+
+    def run(self, *, workers: int = 1, shutdown_timeout: float = 30.0) -> None:
+        """Run the server on uvloop until SIGINT/SIGTERM (blocking).
+
+        ``workers=N`` (N > 1) runs N worker processes that all listen on this server's port
+        (``SO_REUSEPORT``) under a supervising parent, which restarts a worker that dies and, on
+        SIGTERM or SIGINT, has every worker close its clients with 1001 and waits up to
+        ``shutdown_timeout`` seconds for them. The workers are **forked** from this process when
+        ``run`` is called, before any event loop runs: each gets a copy of this server (its
+        handlers, middleware and options) and starts its own uvloop and adapter connections. So
+        call it from the main thread, before starting threads or loops. Workers share rooms and
+        broadcasts only through an adapter that spans processes: with the default in-process
+        adapter, ``NANOSOCKET_REDIS_URL`` gives them a RedisAdapter, else ConfigurationError.
+        Raises SystemExit with the supervisor's status when it is not 0.
+        """
+        if workers != 1:
+            from ..workers import run_forked  # noqa: PLC0415 - the supervisor, only when asked for
+
+            status = run_forked(self, workers, shutdown_timeout=shutdown_timeout)
+            if status:
+                raise SystemExit(status)
+            return
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
         async def main() -> None:
