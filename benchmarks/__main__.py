@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .driver import LoadgenError, ensure_built
-from .procstat import machine_facts
+from .procstat import machine_facts, source_state
 from .progress import ProgressBar
 from .report import render_markdown, summarize, write_chart, write_json
 from .runner import RunOptions, can_pin, run_once
@@ -35,26 +34,6 @@ from .scenarios import ALIASES, SCENARIOS, TARGET_SERVER, Timing
 from .servers import SERVERS, pairs
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REPO_ROOT = RESULTS_DIR.parent.parent
-
-
-def _source_state() -> dict[str, Any]:
-    """The commit measured, and whether src/ had uncommitted changes (None outside a git checkout)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            result = subprocess.run(
-                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return result.stdout.strip() if result.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--", "src")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "src_dirty": None if status is None else bool(status),
-    }
 
 
 def _target_json(name: str, summary: dict[str, Any]) -> dict[str, Any] | None:
@@ -152,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     machine = machine_facts(packages)
     machine["peer_versions"] = {k: v for s in servers for k, v in SERVERS[s].versions().items()}
-    source = _source_state()
+    source = source_state()
 
     plan = [
         (SCENARIOS[scenario], SERVERS[server], repeat)

@@ -6,8 +6,8 @@ For each mode it starts ``nanosocket echo-server --compression MODE`` (a fresh p
 closes a few connections (so one-time costs are not charged), reads the server's RSS, opens
 ``--conns`` connections that all offer ``permessage-deflate; client_max_window_bits`` (and check
 what was agreed), reads the RSS again (idle), then has every connection send one compressed
-2 KiB message and read its echo, and reads the RSS a third time (after use). The figures are RSS
-growth divided by the connections held; the report goes to stdout and to
+1 KiB JSON message (``--size``) and read its echo, and reads the RSS a third time (after use).
+The figures are RSS growth divided by the connections held; the report goes to stdout and to
 benchmarks/results/compression_memory.md.
 
 What it shows: in shared mode nothing about compression stays with a connection (no zlib state,
@@ -39,7 +39,17 @@ from nanosocket.protocol.handshake import build_request, generate_key, parse_ws_
 RESULTS = Path(__file__).resolve().parent / "results" / "compression_memory.md"
 OFFER = "permessage-deflate; client_max_window_bits"
 WARMUP_CONNS = 20
-MESSAGE = " ".join(f"word{i * 7919 % 1013}" for i in range(300)).encode()[:2048]
+WORDS = " ".join(f"word{i * 7919 % 1013}" for i in range(2000))
+
+
+def json_message(size: int) -> bytes:
+    """An event envelope of ``size`` bytes whose argument is a string of words."""
+    head, tail = '{"event":"echo","data":["', '"]}'
+    return (head + WORDS[: max(0, size - len(head) - len(tail))] + tail).encode()
+
+
+#: The message each connection sends once (set by --size; 1 KiB of JSON by default).
+MESSAGE = json_message(1024)
 
 
 @dataclass
@@ -169,8 +179,9 @@ def report(rows: list[Row]) -> str:
     lines = [
         "# Server memory per connection with permessage-deflate",
         "",
-        f"`python -m benchmarks.compression_memory --conns {rows[0].conns}` on {platform.system()} "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"`python -m benchmarks.compression_memory --conns {rows[0].conns} --size {len(MESSAGE)}` on "
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Every connection offers `{OFFER}`.",
         "",
         "| mode | agreed | RSS before | per connection, idle | per connection, after one message |",
@@ -183,7 +194,8 @@ def report(rows: list[Row]) -> str:
         )
     lines += [
         "",
-        "After one message: each connection sent one compressed 2 KiB message and read its echo.",
+        f"After one message: each connection sent one compressed {len(MESSAGE):,} B JSON message (an event "
+        "envelope around a string of words) and read its echo.",
         "RSS growth / connections held. Shared mode keeps no zlib state per connection (one stateless",
         "codec serves them all), so it matches compression off; dedicated mode creates each connection's",
         "compressor and decompressor on first use (window and memLevel bounded by the options).",
@@ -200,8 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.compression_memory", description=__doc__)
     parser.add_argument("--conns", type=int, default=2000, help="connections held (default: %(default)s)")
     parser.add_argument("--modes", default="off,shared,dedicated", help="(default: %(default)s)")
+    parser.add_argument("--size", type=int, default=1024, help="message bytes (default: %(default)s)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="markdown report (default: %(default)s)")
     args = parser.parse_args(argv)
+    global MESSAGE
+    MESSAGE = json_message(args.size)
     rows = asyncio.run(main_async([mode.strip() for mode in args.modes.split(",")], args.conns))
     text = report(rows)
     print(text)

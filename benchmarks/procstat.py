@@ -3,6 +3,7 @@ and the machine facts a report records."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import re
@@ -16,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CoreTimes", "ProcessSampler", "machine_facts", "process_tree"]
+__all__ = ["CoreTimes", "ProcessSampler", "cpu_ns", "machine_facts", "process_tree", "source_state"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -56,6 +57,24 @@ def cpu_seconds(pids: list[int]) -> float:
         if fields is not None:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / _CLK_TCK
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """Nanoseconds on a CPU so far of every thread of ``pids`` (``/proc/<pid>/task/*/schedstat``):
+    exact where ``cpu_seconds`` counts clock ticks (10 ms), for measurements of a fraction of a
+    second. Threads that already ended are not counted."""
+    total = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
 
 
 def rss_bytes(pids: list[int]) -> int:
@@ -195,6 +214,18 @@ def _compiler_version() -> str | None:
     return result.stdout.splitlines()[0] if result.stdout else None
 
 
+def _speedups() -> dict[str, Any]:
+    """Which compiled twins of NanoSocket's kernels the servers under test load."""
+    try:
+        from nanosocket._speedups import enabled  # noqa: PLC0415 (optional: facts of the package under test)
+    except ImportError:
+        return {"enabled": False, "compiled": []}
+    spec = importlib.util.find_spec("nanosocket._speedups")
+    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+    compiled = sorted({path.name.split(".")[0] for folder in folders for path in Path(folder).glob("*.so")})
+    return {"enabled": enabled(), "compiled": compiled}
+
+
 def machine_facts(packages: list[str]) -> dict[str, Any]:
     """What the figures were measured on."""
     return {
@@ -208,6 +239,31 @@ def machine_facts(packages: list[str]) -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "compiler": _compiler_version(),
         "packages": {name: _version(name) for name in packages},
+        "nanosocket_speedups": _speedups(),
         "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "load_average": list(os.getloadavg()),
+    }
+
+
+def source_state() -> dict[str, Any]:
+    """The commit measured, and whether src/ had uncommitted changes (None outside a git checkout)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            result = subprocess.run(
+                ["git", *args],
+                cwd=Path(__file__).resolve().parent.parent,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=10,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--", "src")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "src_dirty": None if status is None else bool(status),
     }

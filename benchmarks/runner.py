@@ -20,7 +20,7 @@ from .procstat import ProcessSampler
 from .scenarios import Scenario, Timing
 from .servers import Server
 
-__all__ = ["RunError", "RunOptions", "run_once"]
+__all__ = ["RunError", "RunOptions", "run_fanout", "run_once"]
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ def _run_echo(
     return metrics, [report]
 
 
-def _run_fanout(
+def run_fanout(
     scenario: Scenario, server: Server, proc: ServerProcess, options: RunOptions, log: Path
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     timing = options.timing
@@ -291,7 +291,7 @@ def run_once(scenario: Scenario, server: Server, options: RunOptions, repeat: in
         proc.wait_ready()
         time.sleep(0.3)
         log = options.raw_dir / f"{tag}.loadgen.log"
-        runner = {"idle": _run_idle, "fanout": _run_fanout, "echo": _run_echo}[scenario.kind]
+        runner = {"idle": _run_idle, "fanout": run_fanout, "echo": _run_echo}[scenario.kind]
         metrics, reports = runner(scenario, server, proc, options, log)
         record["metrics"] = metrics
         record["loadgen"] = reports

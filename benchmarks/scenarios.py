@@ -150,6 +150,8 @@ class Scenario:
     request: Literal["echo", "call"] = "echo"
     #: The issue's target for TARGET_SERVER in this scenario, if there is one.
     target: Target | None = None
+    #: Extra load generator arguments (e.g. --deflate --fill words for the guide's compression runs).
+    extra_args: tuple[str, ...] = ()
 
     def runs_on(self, server: Server) -> bool:
         dialect = server.dialect
@@ -187,6 +189,7 @@ class Scenario:
                     "-s", str(self.size),
                     "-d", str(timing.duration),
                     "--warmup", str(timing.warmup),
+                    *self.extra_args,
                 ]
             ]  # fmt: skip
         total = timing.idle_conns

@@ -5,7 +5,8 @@ builds it, runs ``echo`` for about a second and a 50-connection ``conns`` run ag
 ``nanosocket echo-server``, a one-second ``fanout`` run against the NanoSocket event server the suite
 measures (``benchmarks/apps/nanosocket_events.py``), and talks to a deliberately awkward test server
 (fragmented replies, 16- and 64-bit lengths, pings, heartbeat frames, a room broadcast) to check its
-client side.
+client side. It also checks numbered acks (``{a}``, ``--ack-prefix``) against the event server, the
+Socket.IO dialect against a small fake Socket.IO server, and the C calibration server (refserver).
 """
 
 from __future__ import annotations
@@ -326,3 +327,202 @@ def test_fanout_delivers_everything(loadgen: Path, awkward: _Awkward) -> None:
     assert report["deliveries"] == report["expected"] == report["publishes"] * 5
     assert report["delivery_ratio"] == 1.0
     assert report["latency_us"]["samples"] == report["deliveries"]
+
+
+# ------------------------------------------------------------------ acks, Socket.IO, calibration
+
+
+def test_acks_are_numbered_and_checked(loadgen: Path, event_server: int) -> None:
+    template = '{"event":"call","data":["{p}"],"ack":{a}}'
+    common = ("--mode", "echo", "--port", str(event_server), "-c", "3", "-w", "4", "-s", "50", "-t", template)
+    report = _run(loadgen, *common, "-d", "0.5", "--warmup", "0.1", "--ack-prefix", '{"ack":')
+    assert report["errors"]["total"] == 0, report["errors"]
+    assert report["replies"] > 0
+    # Every reply was the ack of the oldest request in flight, warm-up and drain included.
+    assert report["acks_ok"] >= report["replies"]
+    # A wrong prefix makes every reply a mismatch: the check is real.
+    wrong = _run(loadgen, *common, "-d", "0.3", "--warmup", "0", "--ack-prefix", '{"ack":9999')
+    assert wrong["errors"]["ack_mismatch"] > 0
+    assert wrong["acks_ok"] == 0
+
+
+class _FakeSocketIO(socketserver.ThreadingTCPServer):
+    """Engine.IO v4 / Socket.IO v5 over a WebSocket, as much as the load generator uses: the open
+    packet and a ping on connection, ``40`` answered ``40{...}``, events echoed, ``42N[...]``
+    answered by the ack ``43N[...]``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _SocketIOHandler)
+        self.lock = threading.Lock()
+        self.paths: list[str] = []
+        self.pongs = 0
+        self.connects = 0
+
+
+class _SocketIOHandler(socketserver.BaseRequestHandler):
+    server: _FakeSocketIO
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        reader = sock.makefile("rb")
+        request_line = reader.readline().decode()
+        key = b""
+        while (line := reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"sec-websocket-key:"):
+                key = line.split(b":", 1)[1].strip()
+        with self.server.lock:
+            self.server.paths.append(request_line.split()[1])
+        accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
+        sock.sendall(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            + _frame(0x1, b'0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000}')
+            + _frame(0x1, b"2")
+        )  # fmt: skip
+        while True:
+            head = reader.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack("!H", reader.read(2))[0]
+            elif length == 127:
+                length = struct.unpack("!Q", reader.read(8))[0]
+            mask = reader.read(4)
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(reader.read(length)))
+            if opcode == 0x8:
+                sock.sendall(_frame(0x8, payload[:2]))
+                return
+            if payload == b"40":
+                with self.server.lock:
+                    self.server.connects += 1
+                sock.sendall(_frame(0x1, b'40{"sid":"n"}'))
+            elif payload == b"3":
+                with self.server.lock:
+                    self.server.pongs += 1
+            elif payload.startswith(b"42["):
+                sock.sendall(_frame(0x1, payload))
+            elif payload.startswith(b"42"):
+                ack = payload[2 : payload.index(b"[")]
+                sock.sendall(_frame(0x1, b"43" + ack + b'["ok"]'))
+
+
+@pytest.fixture
+def fake_socketio() -> Iterator[_FakeSocketIO]:
+    server = _FakeSocketIO()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_socketio_dialect(loadgen: Path, fake_socketio: _FakeSocketIO) -> None:
+    port = str(fake_socketio.server_address[1])
+    common = ("--port", port, "--dialect", "socketio", "-c", "2", "-w", "2", "-s", "30")
+    echo = _run(loadgen, "--mode", "echo", *common, "-d", "0.5", "--warmup", "0.1", "-t", '42["echo","{p}"]')
+    assert echo["errors"]["total"] == 0, echo["errors"]
+    assert echo["replies"] > 0
+    assert echo["params"]["dialect"] == "socketio"
+    # The open packet and the ping of each connection, and the 40 answer, are not replies.
+    assert echo["ignored"] == 2 * 3
+    reply = len('42["echo",""]') + 30
+    assert echo["bytes_per_s"] == pytest.approx(echo["msgs_per_s"] * reply, rel=1e-4)
+    acks = _run(
+        loadgen,
+        *("--mode", "echo", *common, "-d", "0.5", "--warmup", "0.1"),
+        *("-t", '42{a}["call","{p}"]', "--ack-prefix", "43"),
+    )
+    assert acks["errors"]["total"] == 0, acks["errors"]
+    assert acks["acks_ok"] >= acks["replies"] > 0
+    assert set(fake_socketio.paths) == {"/socket.io/?EIO=4&transport=websocket"}
+    assert fake_socketio.connects == 4
+    assert fake_socketio.pongs == 4
+
+
+def test_refserver_calibration(loadgen: Path) -> None:
+    build = "from benchmarks.driver import ensure_built; print(ensure_built('refserver'))"
+    result = subprocess.run(
+        [sys.executable, "-c", build],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    port = _free_port()
+    proc = subprocess.Popen([result.stdout.strip(), "--port", str(port)], stdout=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, proc)
+        echo = _run(
+            loadgen,
+            *("--mode", "echo", "--port", str(port), "-c", "4", "-w", "8", "-s", "1000"),
+            *("-d", "0.5", "--warmup", "0.1", "--fill", "words"),
+        )
+        assert echo["errors"]["total"] == 0, echo["errors"]
+        assert echo["bytes_per_s"] == pytest.approx(echo["msgs_per_s"] * 1000, rel=1e-4)
+        fanout = _run(
+            loadgen,
+            *("--mode", "fanout", "--port", str(port), "-c", "10", "--pubs", "1", "-w", "2"),
+            *("-d", "0.5", "--warmup", "0.1", "--join", "join", "--template", "publish {p}"),
+        )
+        assert fanout["errors"]["total"] == 0, fanout["errors"]
+        assert fanout["deliveries"] == fanout["expected"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# ------------------------------------------------------------------ the performance guide's app variants
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--publish-loop",),
+        ("--volatile", "--max-backpressure", "65536"),
+        ("--middleware", "2", "--no-monitoring"),
+        ("--compression", "shared"),
+    ],
+    ids=["publish-loop", "volatile", "middleware", "compression"],
+)
+def test_guide_app_variants_serve_every_event(loadgen: Path, flags: tuple[str, ...]) -> None:
+    """benchmarks/guide.py starts the event server with these flags: each still answers echo events
+    and delivers every publish to every member of the room."""
+    port = _free_port()
+    app = ROOT / "benchmarks" / "apps" / "nanosocket_events.py"
+    proc = subprocess.Popen(
+        [sys.executable, str(app), "--port", str(port), *flags],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(port, proc)
+        echo = _run(
+            loadgen,
+            *("--mode", "echo", "--port", str(port), "-c", "3", "-w", "4", "-s", "50"),
+            *("-d", "0.3", "--warmup", "0.1", "-t", '{"event":"echo","data":["{p}"]}'),
+        )
+        assert echo["errors"]["total"] == 0, echo["errors"]
+        assert echo["replies"] > 0
+        subscribers = 10
+        fanout = _run(
+            loadgen,
+            *("--mode", "fanout", "--port", str(port), "-c", str(subscribers), "--pubs", "1"),
+            *("-w", "2", "-s", "100", "-d", "0.5", "--warmup", "0.1"),
+            *("--join", '{"event":"join","data":["room1"]}', "--join-ack", "1"),
+            *("--template", '{"event":"publish","data":["room1","{p}"]}'),
+        )
+        assert fanout["errors"]["total"] == 0, fanout["errors"]
+        assert fanout["subscribers_joined"] == subscribers
+        assert fanout["deliveries"] == fanout["expected"] == fanout["publishes"] * subscribers > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -15,6 +15,13 @@ Heartbeats are off (``idle_timeout=None``) so that no ping reaches the load gene
 cut off as a slow consumer.
 
     python benchmarks/apps/nanosocket_events.py --port 9003
+
+The performance guide's focused scenarios (benchmarks/guide.py) start it with ``--middleware N``
+(N token-checking middlewares, as examples/middleware_auth.py writes one), ``--no-monitoring``
+(``NanoSocket(monitoring=False)``), ``--compression MODE``, ``--publish-loop`` (a publish emits to
+each member of the room in a Python loop over the app's own member sets instead of
+``server.to(room).emit``), ``--volatile`` (publishes go through ``server.volatile.to(room)``) or
+``--max-backpressure BYTES``; the main suite uses none of them.
 """
 
 from __future__ import annotations
@@ -22,14 +29,42 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nanosocket import NanoSocket, Socket
+from nanosocket import ConnectError, NanoSocket, Socket
 
 #: Outbound bytes one client may leave unread before it counts as a slow consumer.
 MAX_BACKPRESSURE = 16 * 1024 * 1024
 
 
-def create_server(port: int, host: str = "127.0.0.1") -> NanoSocket:
-    server = NanoSocket(port=port, host=host, idle_timeout=None, max_backpressure=MAX_BACKPRESSURE)
+def create_server(
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    middleware: int = 0,
+    monitoring: bool = True,
+    compression: str = "off",
+    publish_loop: bool = False,
+    volatile: bool = False,
+    max_backpressure: int = MAX_BACKPRESSURE,
+) -> NanoSocket:
+    server = NanoSocket(
+        port=port,
+        host=host,
+        idle_timeout=None,
+        max_backpressure=max_backpressure,
+        monitoring=monitoring,
+        compression=compression,
+    )
+    for _ in range(middleware):
+
+        @server.use
+        async def authenticate(socket: Socket) -> None:
+            if socket.handshake.query.get("token") == "forged":
+                raise ConnectError("invalid token")
+            socket.data["user"] = "loadgen"
+
+    # --publish-loop: rooms kept by the app itself, each publish sent member by member.
+    members: dict[str, set[Socket]] = {}
+    broadcaster = server.volatile if volatile else server
 
     @server.on("connection")
     def on_connection(socket: Socket) -> None:
@@ -40,11 +75,27 @@ def create_server(port: int, host: str = "127.0.0.1") -> NanoSocket:
         @socket.on("join")
         def join(room: str) -> None:
             socket.join(room)
+            if publish_loop:
+                members.setdefault(room, set()).add(socket)
             socket.emit("joined", room)
 
-        @socket.on("publish")
-        def publish(room: str, payload: Any) -> None:
-            server.to(room).emit("message", payload)
+        if publish_loop:
+
+            @socket.on("publish")
+            def publish_each(room: str, payload: Any) -> None:
+                for member in members.get(room, ()):
+                    member.emit("message", payload)
+
+            @socket.on("disconnect")
+            def forget(reason: str) -> None:
+                for room in members.values():
+                    room.discard(socket)
+
+        else:
+
+            @socket.on("publish")
+            def publish(room: str, payload: Any) -> None:
+                broadcaster.to(room).emit("message", payload)
 
         @socket.on("call")
         def call(data: Any) -> Any:
@@ -57,8 +108,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="NanoSocket event server for the benchmark suite")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9003)
+    parser.add_argument("--middleware", type=int, default=0, help="token-checking middlewares (default 0)")
+    parser.add_argument("--no-monitoring", action="store_true", help="NanoSocket(monitoring=False)")
+    parser.add_argument("--compression", default="off", choices=("off", "shared", "dedicated"))
+    parser.add_argument("--publish-loop", action="store_true", help="emit a publish member by member")
+    parser.add_argument("--volatile", action="store_true", help="publish with server.volatile.to(room)")
+    parser.add_argument(
+        "--max-backpressure", type=int, default=MAX_BACKPRESSURE, help="bytes (default 16 MiB)"
+    )
     args = parser.parse_args()
-    create_server(args.port, args.host).run()
+    create_server(
+        args.port,
+        args.host,
+        middleware=args.middleware,
+        monitoring=not args.no_monitoring,
+        compression=args.compression,
+        publish_loop=args.publish_loop,
+        volatile=args.volatile,
+        max_backpressure=args.max_backpressure,
+    ).run()
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@
  *
  *   - every data message is echoed back unchanged (so an event request {"event":"echo",...} comes
  *     back as an event of the same shape, and the raw and event echo scenarios both run on it);
- *   - a message containing "join" adds the connection to the one room and is answered
- *     {"event":"joined","data":["room1"]};
- *   - a message containing "publish" is sent unchanged to every member of the room (the publisher
- *     included) instead of being echoed: the payload's send stamp is all the load generator needs.
+ *   - a join (a message starting {"event":"join", or the bare message "join") adds the connection
+ *     to the one room and is answered {"event":"joined","data":["room1"]};
+ *   - a publish (a message starting {"event":"publish" or "publish ") is sent unchanged to every
+ *     member of the room (the publisher included) instead of being echoed: the payload's send stamp
+ *     is all the load generator needs.
+ *   Only the start of a message decides, so an echo payload of words never reads as a command.
  *
  * Replies are appended to a per-connection buffer and written once per loop iteration.
  *
@@ -164,8 +166,13 @@ static void flush_all(void) {
     }
 }
 
+static bool starts_with(const uint8_t *p, size_t len, const char *prefix) {
+    size_t n = strlen(prefix);
+    return len >= n && memcmp(p, prefix, n) == 0;
+}
+
 static void on_message(conn_t *c, int opcode, uint8_t *p, size_t len) {
-    if (memmem(p, len, "publish", 7) != NULL) {
+    if (starts_with(p, len, "{\"event\":\"publish\"") || starts_with(p, len, "publish ")) {
         uint8_t h[10];
         size_t hl = frame_header(h, opcode, len);
         for (size_t i = 0; i < room_len; i++) {
@@ -174,7 +181,7 @@ static void on_message(conn_t *c, int opcode, uint8_t *p, size_t len) {
         }
         return;
     }
-    if (memmem(p, len, "join", 4) != NULL) {
+    if (starts_with(p, len, "{\"event\":\"join\"") || (len == 4 && memcmp(p, "join", 4) == 0)) {
         static const char joined[] = "{\"event\":\"joined\",\"data\":[\"room1\"]}";
         if (!c->in_room) {
             if (room_len == room_cap) {
