@@ -284,6 +284,7 @@ def render_markdown(
         f"- Kernel: {machine['kernel']}; Python {machine['python']}; "
         f"{machine['compiler'] or 'no C compiler'}",
         f"- Packages (project venv): {packages}",
+        *_speedups_line(machine.get("nanosocket_speedups")),
         *([f"- Peers (benchmarks/.peers/): {peers}"] if peers else []),
         f"- Open files limit: {machine['open_files_limit']}",
         f"- Load average (1/5/15 min) before: {_loads(machine['load_average'])}, "
@@ -294,6 +295,14 @@ def render_markdown(
     out += _notes(summary, records, scenarios, servers)
     out.append("")
     return "\n".join(out)
+
+
+def _speedups_line(speedups: dict[str, Any] | None) -> list[str]:
+    if speedups is None:
+        return []
+    compiled = ", ".join(speedups.get("compiled", [])) or "none built"
+    state = "in use" if speedups.get("enabled") and speedups.get("compiled") else "not in use"
+    return [f"- NanoSocket's compiled kernels (`_speedups`): {compiled} ({state})"]
 
 
 def _loads(values: list[float]) -> str:
