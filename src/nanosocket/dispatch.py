@@ -26,6 +26,7 @@ __all__ = [
     "AckTable",
     "Handler",
     "HandlerArityError",
+    "HandlerCancelled",
     "HandlerRegistry",
     "Suspended",
     "call_handler",
@@ -44,6 +45,15 @@ F = TypeVar("F", bound=AnyHandler)
 
 class HandlerArityError(TypeError):
     """An event arrived with a number of arguments its handler cannot take."""
+
+
+class HandlerCancelled(Exception):
+    """A handler raised CancelledError itself (a sync handler, or the first step of an async one
+    awaiting a future that was cancelled): nobody cancelled the caller, so this is the handler's
+    failure, reported like any other rather than unwinding the protocol callback that called it."""
+
+    def __init__(self) -> None:
+        super().__init__("handler cancelled")
 
 
 class Handler:
@@ -242,6 +252,8 @@ def run_eagerly(coro: Coroutine[Any, Any, Any]) -> _Finished | asyncio.Task[Any]
         pending = coro.send(None)
     except StopIteration as stop:
         return _Finished(stop.value)
+    except asyncio.CancelledError as exc:
+        raise HandlerCancelled from exc
     return asyncio.ensure_future(_continue(coro, pending))
 
 
@@ -259,8 +271,13 @@ def invoke(handler: Handler, args: list[Any] | tuple[Any, ...]) -> Any:
 
     What the handler raises before it first suspends (and arity errors) propagates.
     """
-    handler.check_arity(len(args))
-    result = handler.fn(*args)
+    count = len(args)
+    if count < handler.min_args or (handler.max_args is not None and count > handler.max_args):
+        handler.check_arity(count)  # raises HandlerArityError
+    try:
+        result = handler.fn(*args)
+    except asyncio.CancelledError as exc:
+        raise HandlerCancelled from exc
     # type() rather than inspect.iscoroutine(): this runs for every event of every sync handler.
     if handler.is_async or type(result) is CoroutineType:
         outcome = run_eagerly(result)

@@ -142,6 +142,8 @@ class NanoSocket:
         self._server: WebSocketServer | None = None
         self._errors = RateLimitedLog(logger)
         self._admissions: set[asyncio.Task[Any]] = set()
+        #: Async event handlers still running (cancelled by close()).
+        self._handler_tasks: set[asyncio.Task[Any]] = set()
         self._dashboard = Dashboard(self) if self.options.dashboard else None
 
     # ----------------------------------------------------------------- events
@@ -516,7 +518,8 @@ class NanoSocket:
         return self._server is not None and self._server.listening
 
     async def close(self) -> None:
-        """Stop listening, close every client with 1001, and return when all are gone."""
+        """Stop listening, close every client with 1001, and return when all are gone; async
+        event handlers still running are cancelled."""
         server = self._server
         if server is None:
             return
@@ -527,6 +530,9 @@ class NanoSocket:
                 socket._disconnect_reason = "server shutting down"
         await server.close(1001, "server shutting down")
         for task in list(self._admissions):
+            task.cancel()
+        # Their clients are gone: what handlers still running would answer cannot be delivered.
+        for task in list(self._handler_tasks):
             task.cancel()
         self.stats.stop_sampling()
         if self._dashboard is not None:

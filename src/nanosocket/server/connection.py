@@ -22,6 +22,7 @@ from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
 from ..protocol.deflate import OutgoingMessage
 from ..protocol.envelope import (
+    MAX_ACK_ID,
     MAX_BATCH,
     PEER_RESERVED_EVENTS,
     EnvelopeError,
@@ -71,12 +72,19 @@ class SocketState(IntEnum):
     DISCONNECTED = 2  #: gone
 
 
+# Enum members as module constants: an attribute of an Enum class costs a metaclass lookup.
+_CONNECTED: Final = SocketState.CONNECTED
+_DROPPED: Final = SendStatus.DROPPED
+
+
 class ConnectionHost(Protocol):
     """What a connection needs of the server that owns it."""
 
     options: ServerOptions
     adapter: Adapter
     stats: Stats
+    #: Async event handlers still running (held so that none is collected while it waits).
+    _handler_tasks: set[asyncio.Task[Any]]
 
     def _admit(self, socket: Socket) -> asyncio.Task[Any] | None:
         """Run the connect step (middleware) for a socket whose ``$connect`` has arrived; return
@@ -251,28 +259,27 @@ class Connection:
         self._ws.close(1008, "rate limit exceeded")
 
     def _receive(self, message: str | bytes) -> None:
-        if self._state is not SocketState.CONNECTED:
+        if self._state is not _CONNECTED:
             self._receive_early(message)
             return
-        host = self._host
-        host.stats.messages_in += 1
+        self._host.stats.messages_in += 1
         try:
             decoded = decode_text(message) if type(message) is str else decode_binary(message)  # type: ignore[arg-type]
             if type(decoded) is dict:
-                # The common case first: an event without an ack whose arguments are a list (what
-                # read_envelope would accept as is); anything else takes the general path.
+                # The common cases first: an event whose arguments are a list, without an ack or
+                # with a valid ack id (what read_envelope would accept as is); anything else takes
+                # the general path.
                 event = decoded.get("event")
                 args = decoded.get("data")
-                if (
-                    type(event) is str
-                    and type(args) is list
-                    and "ack" not in decoded
-                    and event
-                    and "\x00" not in event
-                ):
-                    self._dispatch(event, args, None)
-                else:
-                    self._envelope(decoded)
+                if type(event) is str and type(args) is list and event and "\x00" not in event:
+                    ack = decoded.get("ack")
+                    if ack is None and "ack" not in decoded:
+                        self._dispatch(event, args, None)
+                        return
+                    if type(ack) is int and 0 <= ack <= MAX_ACK_ID:
+                        self._dispatch(event, args, ack)
+                        return
+                self._envelope(decoded)
             elif type(decoded) is list:
                 if len(decoded) > MAX_BATCH:
                     raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
@@ -283,7 +290,7 @@ class Connection:
                     return
                 for envelope in decoded:
                     self._envelope(envelope)
-                    if self._state is not SocketState.CONNECTED:
+                    if self._state is not _CONNECTED:
                         break
             else:
                 raise EnvelopeError("an envelope must be an object")
@@ -322,6 +329,9 @@ class Connection:
                 ack = None
                 continue
             if type(result) is Suspended:
+                # Held until it finishes: a Task only the event loop knows of may be collected
+                # while it waits (on a future nothing else references).
+                self._host._handler_tasks.add(result.task)
                 result.task.add_done_callback(partial(self._handler_finished, ack))
             elif ack is not None:
                 self._send_ack(ack, result)
@@ -329,6 +339,7 @@ class Connection:
             ack = None
 
     def _handler_finished(self, ack: int | None, task: asyncio.Task[Any]) -> None:
+        self._host._handler_tasks.discard(task)
         if task.cancelled():
             if ack is not None:
                 self._send_ack_error(ack, "handler cancelled")
@@ -430,14 +441,14 @@ class Connection:
         Nothing reaches a client before its connect step ends (not even what a room it joined in
         a middleware gets): DROPPED until the socket is connected.
         """
-        if self._state is not SocketState.CONNECTED:
-            return SendStatus.DROPPED
+        if self._state is not _CONNECTED:
+            return _DROPPED
         return self._write(frame, volatile)
 
     def _write(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
         status = self._ws.send_frame(frame, volatile)
         stats = self._host.stats
-        if status:
+        if status is not _DROPPED:
             stats.messages_out += 1
             stats.bytes_out += len(frame) if type(frame) is bytes else frame.last_size  # type: ignore[union-attr]
         elif volatile:
@@ -462,7 +473,8 @@ class Connection:
         except TypeError as exc:
             self._handler_failed(TypeError(f"handler result cannot be sent: {exc}"), ack)
             return
-        self.send_frame(self._frame(payload, binary))
+        if self._state is _CONNECTED:
+            self._write(self._frame(payload, binary))
 
     def _send_ack_error(self, ack: int, message: str, **detail: Any) -> None:
         self.send_frame(build_frame(TEXT, encode_ack_error(ack, message, **detail)))

@@ -86,6 +86,7 @@ class Dashboard:
         self.stats = Stats()
         self._ticker: asyncio.TimerHandle | None = None
         self._admissions: set[asyncio.Task[Any]] = set()
+        self._handler_tasks: set[asyncio.Task[Any]] = set()
         self._last: tuple[float, int, int, int] | None = None
 
     # ------------------------------------------------------------------- HTTP
@@ -164,6 +165,8 @@ class Dashboard:
             self._ticker.cancel()
             self._ticker = None
         for task in list(self._admissions):
+            task.cancel()
+        for task in list(self._handler_tasks):
             task.cancel()
 
     def _tick(self) -> None:
