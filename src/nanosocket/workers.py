@@ -220,12 +220,15 @@ WorkerStarter = Callable[[int, Connection], BaseProcess]
 class _Slot:
     """One worker position: the process filling it, and its restart history."""
 
-    __slots__ = ("failures", "index", "process", "ready", "restart_at", "started_at")
+    __slots__ = ("failures", "index", "is_ready", "process", "ready", "restart_at", "started_at")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.process: BaseProcess | None = None
+        #: The read end of the pipe the worker says it listens on; None once it has (or died).
         self.ready: Connection | None = None
+        #: Whether the running worker said it listens.
+        self.is_ready = False
         self.started_at = 0.0
         self.failures = 0
         self.restart_at: float | None = None
@@ -313,6 +316,7 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         reader, writer = multiprocessing.Pipe(duplex=False)
         slot.restart_at = None
+        slot.is_ready = False
         slot.started_at = time.monotonic()
         try:
             slot.process = self._start_worker(slot.index, writer)
@@ -355,15 +359,15 @@ class Supervisor:
         try:
             slot.ready.recv()
         except (EOFError, OSError):
-            pass  # it died before it was ready: its sentinel says so
-        else:
-            process = slot.process
-            logger.info("worker %d ready (pid %s)", slot.index, process.pid if process else "?")
+            slot.ready.close()
+            slot.ready = None
+            return  # it died before it was ready: its sentinel says so
         slot.ready.close()
         slot.ready = None
-        if not self._all_ready_logged and all(
-            s.process is not None and s.ready is None and s.process.is_alive() for s in self._slots
-        ):
+        slot.is_ready = True
+        process = slot.process
+        logger.info("worker %d ready (pid %s)", slot.index, process.pid if process else "?")
+        if not self._all_ready_logged and all(s.is_ready for s in self._slots):
             self._all_ready_logged = True
             pids = ", ".join(str(s.process.pid) for s in self._slots if s.process is not None)
             logger.info("all %d workers ready (pids %s)", len(self._slots), pids)
@@ -371,6 +375,7 @@ class Supervisor:
     def _exited(self, slot: _Slot, process: BaseProcess) -> None:
         process.join()
         slot.process = None
+        slot.is_ready = False
         if slot.ready is not None:
             slot.ready.close()
             slot.ready = None

@@ -263,6 +263,26 @@ async def test_sigterm_closes_clients_with_1001_and_the_supervisor_exits_0(
     assert workers.log.count("closing 2 connections with 1001") == 2, workers.log
 
 
+async def test_a_worker_failing_at_start_is_restarted_with_a_growing_delay(
+    supervise: Callable[..., Awaitable[Supervised]], redis_url: str
+) -> None:
+    workers = await supervise(serve("workers_app:failing_in_workers"), worker_env(redis_url))
+    delays = []
+    for attempt in range(1, 5):
+        found = await workers.line(
+            r"worker 0 \(pid \d+\) exited with status 1 after [\d.]+ s; restarting it in ([\d.]+) s"
+            + (rf" \({attempt} early exits in a row\)" if attempt > 1 else "$"),
+            seconds=START_GUARD,
+        )
+        delays.append(float(found.group(1)))
+    assert delays == sorted(delays) and delays[-1] > delays[0], delays  # backing off, not spinning
+    assert "this worker fails at start" in workers.log
+    assert re.search(r"worker \d ready|workers ready", workers.log) is None
+    workers.process.send_signal(signal.SIGTERM)
+    await workers.exit_status()
+    assert "stopping" in workers.log
+
+
 async def test_more_than_one_worker_without_an_adapter_is_refused(
     supervise: Callable[..., Awaitable[Supervised]],
 ) -> None:

@@ -7,6 +7,7 @@ No adapter is configured: the workers take theirs from NANOSOCKET_REDIS_URL.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Any
 
@@ -41,6 +42,13 @@ def create_server(**options: Any) -> NanoSocket:
             server.to(room).emit("shouted", text, os.getpid())
 
     return server
+
+
+def failing_in_workers() -> NanoSocket:
+    """A factory that works in the supervisor (which checks the target) and fails in every worker."""
+    if multiprocessing.parent_process() is not None:
+        raise RuntimeError("this worker fails at start")
+    return create_server()
 
 
 server = create_server()
