@@ -32,6 +32,7 @@ __all__ = [
     "encode",
     "encode_ack",
     "encode_ack_error",
+    "encode_emit",
     "encode_event",
     "iter_envelopes",
     "read_envelope",
@@ -212,9 +213,24 @@ def encode_event(event: str, args: Sequence[Any], ack: int | None = None) -> tup
     return encode({"event": event, "data": args, "ack": ack})
 
 
+def encode_emit(event: str, args: Sequence[Any]) -> tuple[bytes, bool]:
+    """``encode_event(check_emit_name(event), args)`` in one call: what every emit does."""
+    if type(event) is not str or event not in _VALID_EMIT_NAMES:
+        check_emit_name(event)
+    envelope = {"event": event, "data": args}
+    try:
+        return _json_dumps(envelope), False
+    except TypeError:
+        return encode(envelope)
+
+
 def encode_ack(ack: int, results: Sequence[Any]) -> tuple[bytes, bool]:
     """Encode the answer to an ack request."""
-    return encode({"ack": ack, "data": results})
+    envelope = {"ack": ack, "data": results}
+    try:
+        return _json_dumps(envelope), False
+    except TypeError:
+        return encode(envelope)
 
 
 def encode_ack_error(ack: int, message: str, **detail: Any) -> bytes:

@@ -9,11 +9,11 @@ from typing import Any, TypeVar, overload
 from ..adapters.base import BroadcastTarget
 from ..dispatch import AckTable, check_listen
 from ..errors import connection_closed
-from ..protocol.envelope import check_emit_name, encode_event
+from ..protocol.envelope import check_emit_name, encode_emit, encode_event
 from ..protocol.handshake import Headers
 from ..transport import SendStatus
 from .broadcast import BroadcastOperator, room_set
-from .connection import SOCKET_LOCAL_EVENTS, Connection, SocketState
+from .connection import _CONNECTED, _DROPPED, SOCKET_LOCAL_EVENTS, Connection, SocketState
 
 __all__ = ["Handshake", "Socket"]
 
@@ -70,7 +70,7 @@ class _VolatileEmitter:
 
     def emit(self, event: str, *args: Any) -> SendStatus:
         """Emit, dropping the message (DROPPED) when the client is slow."""
-        payload, binary = encode_event(check_emit_name(event), args)
+        payload, binary = encode_emit(event, args)
         return self._socket.send_frame(self._socket._frame(payload, binary), volatile=True)
 
 
@@ -112,10 +112,10 @@ class Socket(Connection):
 
     def emit(self, event: str, *args: Any) -> SendStatus:
         """Send ``event`` with ``args`` to this client; DROPPED when it is not connected."""
-        if self._state is not SocketState.CONNECTED:
+        if self._state is not _CONNECTED:
             check_emit_name(event)
-            return SendStatus.DROPPED
-        payload, binary = encode_event(check_emit_name(event), args)
+            return _DROPPED
+        payload, binary = encode_emit(event, args)
         return self._write(self._frame(payload, binary))
 
     @property
