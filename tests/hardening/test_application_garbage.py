@@ -127,6 +127,7 @@ async def test_huge_keys_and_many_keys_are_only_data(ns: Harness, memory: Memory
             answers[reply["ack"]] = reply["data"]
         assert answers == {1: [1], 2: [20_000], 3: [3], 4: [4]}, round_
         await bystanders.check()
+    del huge_key
     await memory.assert_released()
 
 
