@@ -26,7 +26,8 @@ gets one port for all workers), restarts a worker that exits while it should run
 backoff when it keeps dying soon after starting), and on SIGTERM or SIGINT asks every worker to
 stop (SIGTERM): a worker stops accepting, closes its clients with 1001, waits for them (bounded by
 ``close_timeout``) and its adapter, and exits 0. Workers still running after ``shutdown_timeout``
-are killed. The supervisor returns 0 when every worker stopped cleanly.
+are killed. The supervisor returns 0 when every worker stopped cleanly. A worker whose
+supervisor is gone (killed with SIGKILL) stops the same graceful way.
 """
 
 from __future__ import annotations
@@ -153,9 +154,11 @@ def _settings(server: NanoSocket, workers: int, host: str, port: int, log_level:
 # --------------------------------------------------------------------------------- a worker
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, *, force: bool = False) -> None:
+    """Log lines carry the process id (the supervisor's or a worker's); ``force`` replaces a
+    configuration already there (a spawned worker's interpreter is fresh anyway)."""
     logging.basicConfig(
-        level=level.upper(), format="%(levelname)s [%(process)d] %(name)s: %(message)s", force=True
+        level=level.upper(), format="%(levelname)s [%(process)d] %(name)s: %(message)s", force=force
     )
 
 
@@ -188,6 +191,10 @@ def _serve(server: NanoSocket, settings: WorkerSettings, index: int, ready: Conn
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # A worker whose supervisor is gone (killed with SIGKILL) stops too, the same way.
+        supervisor = multiprocessing.parent_process()
+        if supervisor is not None:
+            loop.add_reader(supervisor.sentinel, stop.set)
         await stop.wait()
         logger.info(
             "worker %d (pid %d) stopping: closing %d connections with 1001",
@@ -202,12 +209,12 @@ def _serve(server: NanoSocket, settings: WorkerSettings, index: int, ready: Conn
 
 
 def _spawned_worker(target: str, settings: WorkerSettings, index: int, ready: Connection) -> None:
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, force=True)
     _serve(load_server(target), settings, index, ready)
 
 
 def _forked_worker(server: NanoSocket, settings: WorkerSettings, index: int, ready: Connection) -> None:
-    _configure_logging(settings.log_level)
+    # The logging configuration is the parent's, inherited.
     _serve(server, settings, index, ready)
 
 

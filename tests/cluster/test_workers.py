@@ -125,10 +125,13 @@ class Supervised:
         """SIGKILL the supervisor's whole process group (what the test started), if still there."""
         for peer in self.peers:
             peer.ws.abort()
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self._reader.cancel()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def ended(self) -> None:
+        """The process reaped and its log read to the end (every process of the group gone)."""
+        await guarded(self.process.wait())
+        await guarded(self._reader)
 
 
 _acks = itertools.count(1)
@@ -166,8 +169,7 @@ async def supervise() -> AsyncIterator[Callable[..., Awaitable[Supervised]]]:
     finally:
         for supervised in started:
             supervised.kill()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(supervised.process.wait(), GUARD)
+            await supervised.ended()
 
 
 def serve(target: str = "workers_app:server", *extra: str) -> list[str]:
@@ -261,6 +263,19 @@ async def test_sigterm_closes_clients_with_1001_and_the_supervisor_exits_0(
     assert await workers.exit_status() == 0
     assert "all workers stopped" in workers.log
     assert workers.log.count("closing 2 connections with 1001") == 2, workers.log
+
+
+async def test_workers_stop_gracefully_when_the_supervisor_is_killed(
+    supervise: Callable[..., Awaitable[Supervised]], redis_url: str
+) -> None:
+    workers = await supervise(serve(), worker_env(redis_url))
+    port = await workers.ready()
+    first_peer, first = await workers.client(port)
+    second_peer, _ = await workers.client_on(port, lambda pid: pid != first)
+
+    workers.process.send_signal(signal.SIGKILL)  # nothing left to tell the workers to stop
+    for peer in (first_peer, second_peer):
+        assert (await guarded(peer.closed())).code == 1001
 
 
 async def test_a_worker_failing_at_start_is_restarted_with_a_growing_delay(
