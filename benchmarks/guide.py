@@ -362,25 +362,29 @@ def render(doc: dict[str, Any]) -> str:
         "",
         "## Monitoring: event echo 100 B",
         "",
-        "| monitoring | msgs/s | server CPU |",
-        "|---|---|---|",
+        "| monitoring | msgs/s | server CPU | server CPU per message (µs) |",
+        "|---|---|---|---|",
     ]
     for name, row in mon.items():
-        lines.append(f"| {name.removeprefix('monitoring-')} | {_fmt(row['rate'])} | "
-                     f"{row['server_cpu_pct']['median']:.0f}% |")  # fmt: skip
+        lines.append(
+            f"| {name.removeprefix('monitoring-')} | {_fmt(row['rate'])} | "
+            f"{row['server_cpu_pct']['median']:.0f}% | {_fmt(row['server_us_per_msg'], '.2f')} |"
+        )
     lines += [
         "",
         "## Compression: event echo of 1 KiB of words",
         "",
-        "| compression | replies/s | bytes per reply on the wire | server CPU | server RSS (MB) |",
-        "|---|---|---|---|---|",
+        "| compression | replies/s | bytes per reply on the wire | server CPU | server CPU per reply (µs) "
+        "| server RSS (MB) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in comp.items():
         if name.startswith("compression-"):
             per_reply = row["payload_mb_s"]["median"] * 1e6 / row["rate"]["median"]
             lines.append(
                 f"| {name.removeprefix('compression-')} | {_fmt(row['rate'])} | {per_reply:,.0f} | "
-                f"{row['server_cpu_pct']['median']:.0f}% | {row['server_rss_mb']['median']:.1f} |"
+                f"{row['server_cpu_pct']['median']:.0f}% | {_fmt(row['server_us_per_msg'], '.2f')} | "
+                f"{row['server_rss_mb']['median']:.1f} |"
             )
     lines += [
         "",
@@ -401,24 +405,25 @@ def render(doc: dict[str, Any]) -> str:
         "",
         "## Rooms: fan-out to 1,000 subscribers",
         "",
-        "| publish | deliveries/s | delivery ratio | latency p50 (µs) | server CPU | loadgen CPU |",
-        "|---|---|---|---|---|---|",
+        "| publish | deliveries/s | delivery ratio | latency p50 (µs) | server CPU | server CPU per delivery "
+        "(µs) | loadgen CPU |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, label in (("rooms-to-room", "`server.to(room).emit`"), ("rooms-loop", "loop of `socket.emit`")):
         row = rooms_[name]
         lines.append(
             f"| {label} | {_fmt(row['deliveries_per_s'])} | {row['delivery_ratio']['median']:.4f} | "
             f"{_us(row['p50_us'])} | {row['server_cpu_pct']['median']:.0f}% | "
-            f"{row['loadgen_cpu_pct']['median']:.0f}% |"
+            f"{_fmt(row['server_us_per_msg'], '.2f')} | {row['loadgen_cpu_pct']['median']:.0f}% |"
         )
     lines += [
         "",
         f"## Backpressure: fan-out to {bp['subscribers']} subscribers, {bp['size']:,} B, with {bp['stuck']} "
         "members that never read",
         "",
-        "| policy | deliveries/s to the others | delivery ratio | server RSS growth (MB) | slow consumers "
-        "closed | messages dropped for them |",
-        "|---|---|---|---|---|---|",
+        "| policy | deliveries/s to the others | server CPU per delivery (µs) | delivery ratio | server RSS "
+        "growth (MB) | slow consumers closed | messages dropped for them |",
+        "|---|---|---|---|---|---|---|",
     ]
     labels = {
         "close-64k": "`max_backpressure` 64 KiB (default): close",
@@ -428,7 +433,8 @@ def render(doc: dict[str, Any]) -> str:
     for name, label in labels.items():
         row = bp[name]
         lines.append(
-            f"| {label} | {_fmt(row['deliveries_per_s'])} | {row['delivery_ratio']['median']:.4f} | "
+            f"| {label} | {_fmt(row['deliveries_per_s'])} | {_fmt(row['server_us_per_msg'], '.2f')} | "
+            f"{row['delivery_ratio']['median']:.4f} | "
             f"{_fmt(row['rss_growth_mb'], '.1f')} | {row['backpressure_closes']['median']:.0f} | "
             f"{_fmt(row['volatile_dropped'])} |"
         )

@@ -155,6 +155,12 @@ def _measure(
     return report, metrics
 
 
+def _per_message(metrics: dict[str, float], rate: float) -> None:
+    """Server CPU µs per message (per delivery in fan-out), from its CPU share and the rate."""
+    if "server_cpu_pct" in metrics and rate > 0:
+        metrics["server_us_per_msg"] = metrics["server_cpu_pct"] / 100 / rate * 1e6
+
+
 def _run_echo(
     scenario: Scenario, server: Server, proc: ServerProcess, options: RunOptions, log: Path
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -179,6 +185,7 @@ def _run_echo(
     }
     if "acks_ok" in report:
         metrics["acks_ok"] = float(report["acks_ok"])
+    _per_message(metrics, metrics["rate"])
     return metrics, [report]
 
 
@@ -211,6 +218,7 @@ def run_fanout(
         **_latency_metrics(report["latency_us"]),
         **server_metrics,
     }
+    _per_message(metrics, metrics["deliveries_per_s"])
     rtt = report.get("publisher_rtt_us", {})
     if "p50" in rtt:
         metrics["publisher_rtt_p50_us"] = float(rtt["p50"])

@@ -73,11 +73,14 @@ P90 = Metric("p90_us", "latency p90", "µs", "lower")
 P99 = Metric("p99_us", "latency p99", "µs", "lower")
 P999 = Metric("p999_us", "latency p99.9", "µs", "lower")
 SERVER_CPU = Metric("server_cpu_pct", "server CPU", "%")
+#: Server CPU time per message answered (per delivery in fan-out): what a message costs the server,
+#: whatever else ran on its core (a rate drops when other processes take the core; this does not).
+SERVER_US = Metric("server_us_per_msg", "server CPU per message", "µs/msg", "lower")
 SERVER_RSS = Metric("server_rss_mb", "server RSS", "MB", "lower")
 LOADGEN_CPU = Metric("loadgen_cpu_pct", "loadgen CPU", "%")
 OTHERS_CPU = Metric("others_cpu_pct", "other load on server core", "%")
 
-ECHO_METRICS = (RATE, PAYLOAD, P50, P99, P999, SERVER_CPU, SERVER_RSS, LOADGEN_CPU, OTHERS_CPU)
+ECHO_METRICS = (RATE, PAYLOAD, P50, P99, P999, SERVER_CPU, SERVER_US, SERVER_RSS, LOADGEN_CPU, OTHERS_CPU)
 PINGPONG_METRICS = (
     Metric("rate", "round trips/s", "/s", "higher"),
     P50,
@@ -85,6 +88,7 @@ PINGPONG_METRICS = (
     P99,
     P999,
     SERVER_CPU,
+    SERVER_US,
     LOADGEN_CPU,
     OTHERS_CPU,
 )
@@ -98,6 +102,7 @@ FANOUT_METRICS = (
     Metric("p999_us", "end-to-end latency p99.9", "µs", "lower"),
     Metric("publisher_rtt_p50_us", "publish round trip p50", "µs", "lower"),
     SERVER_CPU,
+    Metric("server_us_per_msg", "server CPU per delivery", "µs/msg", "lower"),
     SERVER_RSS,
     LOADGEN_CPU,
     OTHERS_CPU,
@@ -109,6 +114,7 @@ ACK_METRICS = (
     P99,
     P999,
     SERVER_CPU,
+    SERVER_US,
     SERVER_RSS,
     LOADGEN_CPU,
     OTHERS_CPU,
