@@ -18,8 +18,8 @@ Each one isolates one piece of advice, on the NanoSocket event server of the sui
   server handles a connection's events in order). Events/s and the server's CPU per event. The
   same figure for one event on a connection kept open, against a connection per event
   (middleware 0), is the case for pooling connections.
-- **rooms**: the suite's fan-out (1,000 subscribers, 1 publisher, 2 in flight, 100 B) with
-  ``server.to(room).emit`` (encoded and framed once) and with a Python loop calling
+- **rooms**: the suite's fan-out (1,000 subscribers, 1 publisher, 2 in flight, 100 B, then 4 KiB)
+  with ``server.to(room).emit`` (encoded and framed once) and with a Python loop calling
   ``socket.emit`` for each member (``--publish-loop``).
 - **backpressure**: fan-out to 50 subscribers (4 KiB, 2 in flight) while 10 more members of the room
   never read (their receive buffer is 4 KiB), with ``max_backpressure`` 64 KiB (the default: slow
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import socket
@@ -217,8 +218,16 @@ def _fanout_runs(
 
 
 def rooms(repeats: int, options: RunOptions) -> dict[str, Any]:
-    servers = [_server("rooms-to-room"), _server("rooms-loop", "--publish-loop")]
-    return _fanout_runs(servers, SCENARIOS["fanout"], repeats, options)
+    out = _fanout_runs(
+        [_server("rooms-to-room"), _server("rooms-loop", "--publish-loop")],
+        SCENARIOS["fanout"],
+        repeats,
+        options,
+    )
+    # The same with 4 KiB messages: encoding a message per member costs more as it grows.
+    big = dataclasses.replace(SCENARIOS["fanout"], name="guide-fanout-4k", size=4096)
+    servers = [_server("rooms-to-room-4k"), _server("rooms-loop-4k", "--publish-loop")]
+    return out | _fanout_runs(servers, big, repeats, options)
 
 
 #: Room members that never read: each opens a connection with a 4 KiB receive buffer, joins the
@@ -405,14 +414,22 @@ def render(doc: dict[str, Any]) -> str:
         "",
         "## Rooms: fan-out to 1,000 subscribers",
         "",
-        "| publish | deliveries/s | delivery ratio | latency p50 (µs) | server CPU | server CPU per delivery "
-        "(µs) | loadgen CPU |",
-        "|---|---|---|---|---|---|---|",
+        "| message | publish | deliveries/s | delivery ratio | latency p50 (µs) | server CPU "
+        "| server CPU per delivery (µs) | loadgen CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, label in (("rooms-to-room", "`server.to(room).emit`"), ("rooms-loop", "loop of `socket.emit`")):
+    variants = [
+        (size, f"{name}{suffix}", label)
+        for size, suffix in (("100 B", ""), ("4 KiB", "-4k"))
+        for name, label in (
+            ("rooms-to-room", "`server.to(room).emit`"),
+            ("rooms-loop", "loop of `socket.emit`"),
+        )
+    ]
+    for size, name, label in variants:
         row = rooms_[name]
         lines.append(
-            f"| {label} | {_fmt(row['deliveries_per_s'])} | {row['delivery_ratio']['median']:.4f} | "
+            f"| {size} | {label} | {_fmt(row['deliveries_per_s'])} | {row['delivery_ratio']['median']:.4f} | "
             f"{_us(row['p50_us'])} | {row['server_cpu_pct']['median']:.0f}% | "
             f"{_fmt(row['server_us_per_msg'], '.2f')} | {row['loadgen_cpu_pct']['median']:.0f}% |"
         )
