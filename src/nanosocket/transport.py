@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from enum import IntEnum
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from .errors import HandshakeError, InvalidHandshake, connection_closed
 from .options import WebSocketOptions
@@ -41,14 +41,19 @@ INBOX_HIGH_WATER = 64
 
 
 class SendStatus(IntEnum):
-    """What became of a send (truthy when the message was accepted)."""
+    """What became of a send (truthy when the message was accepted: int truth, as DROPPED is 0)."""
 
     DROPPED = 0  #: not sent: the connection is not open, or the backpressure policy dropped it
     SUCCESS = 1  #: handed to the kernel, or to the single write of this read batch / loop iteration
     BACKPRESSURE = 2  #: accepted, but waits in the outbound buffer: the peer reads slowly
 
-    def __bool__(self) -> bool:
-        return self is not SendStatus.DROPPED
+
+# Enum members as module constants: an attribute of an Enum class costs a metaclass lookup.
+_DROPPED: Final = SendStatus.DROPPED
+_SUCCESS: Final = SendStatus.SUCCESS
+_BACKPRESSURE: Final = SendStatus.BACKPRESSURE
+_OPEN: Final = State.OPEN
+_CLOSED: Final = State.CLOSED
 
 
 class ServerEndpoint(Protocol):
@@ -319,7 +324,16 @@ class WebSocket(asyncio.Protocol):
     # ------------------------------------------------- FrameHandler (protocol)
 
     def text_received(self, text: str) -> None:
-        self._deliver(text)
+        callback = self._on_message
+        if callback is None:
+            self._deliver(text)
+            return
+        # _deliver's callback case, inline: one call less per message.
+        try:
+            callback(text)
+        except Exception:
+            logger.exception("on_message callback raised; closing with 1011")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def binary_received(self, data: bytes) -> None:
         self._deliver(data)
@@ -364,16 +378,16 @@ class WebSocket(asyncio.Protocol):
     def send_text(self, text: str) -> SendStatus:
         """Send one text message."""
         conn = self._conn
-        if conn is None or conn.state is not State.OPEN or self._over_backpressure():
-            return SendStatus.DROPPED
+        if conn is None or conn.state is not _OPEN or self._over_backpressure():
+            return _DROPPED
         conn.send_text(text)
         return self._flush_if_uncorked(conn)
 
     def send_bytes(self, data: bytes | bytearray | memoryview) -> SendStatus:
         """Send one binary message."""
         conn = self._conn
-        if conn is None or conn.state is not State.OPEN or self._over_backpressure():
-            return SendStatus.DROPPED
+        if conn is None or conn.state is not _OPEN or self._over_backpressure():
+            return _DROPPED
         conn.send_binary(data)
         return self._flush_if_uncorked(conn)
 
@@ -388,24 +402,33 @@ class WebSocket(asyncio.Protocol):
         policy: it is a message worth nothing late (a position update, a typing indicator).
         """
         conn = self._conn
-        if conn is None or conn.state is not State.OPEN:
-            return SendStatus.DROPPED
-        if volatile:
-            if self._transport is None or self.buffered_amount > self._options.max_backpressure:
-                return SendStatus.DROPPED
-        elif self._over_backpressure():
-            return SendStatus.DROPPED
+        if conn is None or conn.state is not _OPEN:
+            return _DROPPED
+        transport = self._transport
+        if transport is None:
+            return _DROPPED
+        # buffered_amount and _over_backpressure, inline (this runs once per broadcast recipient).
+        buffered = transport.get_write_buffer_size()
+        if self._flush_pending:
+            buffered += conn.pending_bytes
+        if buffered > self._options.max_backpressure:
+            if not volatile and self._options.backpressure_policy == "close":
+                self.abort_slow_consumer()
+            return _DROPPED
         if type(frame) is bytes:
             conn.send_raw(frame)
         else:
             conn.send_message(frame)  # type: ignore[arg-type]  # an OutgoingMessage
+        if self._corked:
+            # A read batch is being handled: its single write follows.
+            return _SUCCESS
         return self._flush_if_uncorked(conn)
 
     def ping(self, payload: bytes = b"") -> SendStatus:
         """Send a ping; the peer's pong resets the idle counter like any frame."""
         conn = self._conn
-        if conn is None or conn.state is not State.OPEN:
-            return SendStatus.DROPPED
+        if conn is None or conn.state is not _OPEN:
+            return _DROPPED
         conn.send_ping(payload)
         return self._flush_if_uncorked(conn)
 
@@ -431,10 +454,11 @@ class WebSocket(asyncio.Protocol):
     def _flush_if_uncorked(self, conn: WebSocketConnection) -> SendStatus:
         if self._corked:
             # A read batch is being handled: its single write follows.
-            return SendStatus.SUCCESS
+            return _SUCCESS
         transport = self._transport
         assert transport is not None
-        if conn.pending_bytes >= min(COALESCE_LIMIT, self._options.max_backpressure >> 1):
+        pending = conn.pending_bytes
+        if pending >= COALESCE_LIMIT or pending >= self._options.max_backpressure >> 1:
             # A big message or a burst: hand it to the kernel now, so that the buffer (and
             # the backpressure it signals) is real before the backpressure limit is reached.
             self._flush(conn)
@@ -442,16 +466,26 @@ class WebSocket(asyncio.Protocol):
             # Outside a read (a broadcast, a timer): write once at the end of this loop
             # iteration, together with whatever else is sent to this peer meanwhile.
             self._flush_pending = True
-            self._flusher().add(self)
+            endpoint = self._endpoint
+            (endpoint.flusher if endpoint is not None else self._flusher()).add(self)
         # This iteration's own writes are not backpressure: only what the kernel has not taken.
-        return SendStatus.SUCCESS if not transport.get_write_buffer_size() else SendStatus.BACKPRESSURE
+        return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
 
     def flush_pending(self) -> None:
         """Write what was sent outside a read during this loop iteration (called by the Flusher)."""
         self._flush_pending = False
         conn = self._conn
-        if conn is not None and not self._lost:
-            self._flush(conn)
+        if conn is None or self._lost:
+            return
+        # _flush, inline (this runs once per broadcast recipient).
+        data = conn.data_to_send()
+        transport = self._transport
+        if transport is None:
+            return
+        if data:
+            transport.write(data)
+        if conn.state is _CLOSED:
+            self._closed_by_protocol(conn)
 
     def _flusher(self) -> Flusher:
         endpoint = self._endpoint
@@ -468,7 +502,7 @@ class WebSocket(asyncio.Protocol):
             return
         if data:
             transport.write(data)
-        if conn.state is State.CLOSED:
+        if conn.state is _CLOSED:
             self._closed_by_protocol(conn)
 
     # --------------------------------------------------------------- receiving

@@ -443,7 +443,15 @@ class Connection:
         """
         if self._state is not _CONNECTED:
             return _DROPPED
-        return self._write(frame, volatile)
+        # _write, inline (this runs once per broadcast recipient).
+        status = self._ws.send_frame(frame, volatile)
+        stats = self._host.stats
+        if status is not _DROPPED:
+            stats.messages_out += 1
+            stats.bytes_out += len(frame) if type(frame) is bytes else frame.last_size  # type: ignore[union-attr]
+        elif volatile:
+            stats.volatile_dropped += 1
+        return status
 
     def _write(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
         status = self._ws.send_frame(frame, volatile)
