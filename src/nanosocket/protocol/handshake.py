@@ -286,7 +286,7 @@ def check_upgrade(request: Request, subprotocols: tuple[str, ...] = ()) -> tuple
         raise InvalidHandshake("exactly one Sec-WebSocket-Key is required")
     try:
         raw = base64.b64decode(key[0].strip(), validate=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: not ASCII (headers are latin-1)
         raise InvalidHandshake("Sec-WebSocket-Key is not base64") from exc
     if len(raw) != 16:
         raise InvalidHandshake("Sec-WebSocket-Key must encode 16 bytes")
