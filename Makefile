@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 PORT ?= 3000
 
 .PHONY: demo test lint typecheck pytest conformance conformance-compression conformance-compression-quick \
-	bench venv clean browser-deps redis-deps
+	bench venv clean browser-deps redis-deps fuzz
 
 # Creates the venv and installs the package (compiling the extension when there is one).
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/nanosocket/_speedups/*.pyx src/nanosocket/_speedups/*.pxd)
@@ -21,8 +21,8 @@ demo: venv
 	$(PY) examples/chat/app.py --port $(PORT)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests benchmarks examples setup.py
-	$(VENV)/bin/ruff format --check src tests benchmarks examples setup.py
+	$(VENV)/bin/ruff check src tests benchmarks examples fuzz setup.py
+	$(VENV)/bin/ruff format --check src tests benchmarks examples fuzz setup.py
 
 typecheck: venv
 	$(VENV)/bin/mypy --strict src
@@ -77,6 +77,24 @@ conformance-compression-quick: venv
 		--output-dir build/conformance-compression-quick
 
 test: lint typecheck browser-deps redis-deps pytest conformance conformance-compression-quick
+
+# Coverage-guided fuzzing (atheris) of the envelope codec, the handshake parsing and the
+# permessage-deflate path, FUZZ_SECONDS per target. Seeds come from fuzz/corpus/TARGET; new inputs
+# go to build/fuzz/TARGET, inputs that break an invariant to build/fuzz/crashes (copy them into
+# fuzz/corpus/TARGET once fixed: tests/test_fuzz.py replays the corpus, with a short hypothesis
+# run of each target, in `make test`).
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS := envelope handshake deflate
+
+fuzz: venv
+	@mkdir -p build/fuzz/crashes
+	@for target in $(FUZZ_TARGETS); do \
+		mkdir -p build/fuzz/$$target; \
+		echo "fuzz: $$target for $(FUZZ_SECONDS) s"; \
+		$(PY) fuzz/run.py $$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=build/fuzz/crashes/$$target- build/fuzz/$$target fuzz/corpus/$$target \
+			|| exit 1; \
+	done
 
 bench: venv
 	$(PIP) install -e '.[dev,bench]'
