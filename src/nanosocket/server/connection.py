@@ -16,9 +16,11 @@ from enum import IntEnum
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import orjson
+
 from ..adapters.base import Adapter
 from ..dispatch import AckTable, HandlerRegistry, Suspended, fitting_args, invoke
-from ..errors import ConnectError, ProtocolError, connection_closed
+from ..errors import ConnectError, InvalidPayload, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
 from ..protocol.deflate import OutgoingMessage
 from ..protocol.envelope import (
@@ -101,6 +103,9 @@ class ConnectionHost(Protocol):
 
 
 _monotonic = time.monotonic
+# protocol/envelope.py's decode_text, inline in _receive.
+_json_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
 
 
 class TokenBuckets:
@@ -264,7 +269,14 @@ class Connection:
             return
         self._host.stats.messages_in += 1
         try:
-            decoded = decode_text(message) if type(message) is str else decode_binary(message)  # type: ignore[arg-type]
+            if type(message) is str:
+                # decode_text, inline (one call less per message).
+                try:
+                    decoded = _json_loads(message)
+                except _JSONDecodeError as exc:
+                    raise InvalidPayload(f"malformed JSON: {exc}") from exc
+            else:
+                decoded = decode_binary(message)  # type: ignore[arg-type]
             if type(decoded) is dict:
                 # The common cases first: an event whose arguments are a list, without an ack or
                 # with a valid ack id (what read_envelope would accept as is); anything else takes
@@ -471,6 +483,21 @@ class Connection:
             return build_frame(BINARY if binary else TEXT, payload)
         return OutgoingMessage(BINARY if binary else TEXT, payload, broadcast=False)
 
+    def _write_message(self, payload: bytes, binary: bool) -> SendStatus:
+        """``_write(_frame(payload, binary))`` with the common case inline: an uncompressed frame."""
+        ws = self._ws
+        codec = ws.compression
+        if codec is None or len(payload) < codec.threshold:
+            frame: bytes | OutgoingMessage = build_frame(BINARY if binary else TEXT, payload)
+        else:
+            frame = OutgoingMessage(BINARY if binary else TEXT, payload, broadcast=False)
+        status = ws.send_frame(frame, False)
+        if status is not _DROPPED:
+            stats = self._host.stats
+            stats.messages_out += 1
+            stats.bytes_out += len(frame) if type(frame) is bytes else frame.last_size  # type: ignore[union-attr]
+        return status
+
     def _send_envelope(self, envelope: dict[str, Any]) -> SendStatus:
         payload, binary = encode(envelope)
         return self._write(build_frame(BINARY if binary else TEXT, payload))
@@ -482,7 +509,7 @@ class Connection:
             self._handler_failed(TypeError(f"handler result cannot be sent: {exc}"), ack)
             return
         if self._state is _CONNECTED:
-            self._write(self._frame(payload, binary))
+            self._write_message(payload, binary)
 
     def _send_ack_error(self, ack: int, message: str, **detail: Any) -> None:
         self.send_frame(build_frame(TEXT, encode_ack_error(ack, message, **detail)))

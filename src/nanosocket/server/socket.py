@@ -116,7 +116,7 @@ class Socket(Connection):
             check_emit_name(event)
             return _DROPPED
         payload, binary = encode_emit(event, args)
-        return self._write(self._frame(payload, binary))
+        return self._write_message(payload, binary)
 
     @property
     def volatile(self) -> _VolatileEmitter:
