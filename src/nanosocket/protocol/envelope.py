@@ -19,7 +19,9 @@ from typing import Any, Final
 import msgpack
 import orjson
 
+from .._speedups import enabled as speedups_enabled
 from ..errors import InvalidPayload, ProtocolError
+from .frames import BINARY, TEXT, build_frame
 
 __all__ = [
     "MAX_BATCH",
@@ -34,7 +36,9 @@ __all__ = [
     "encode_ack_error",
     "encode_emit",
     "encode_event",
+    "event_frame",
     "iter_envelopes",
+    "py_event_frame",
     "read_envelope",
 ]
 
@@ -222,6 +226,20 @@ def encode_emit(event: str, args: Sequence[Any]) -> tuple[bytes, bool]:
         return _json_dumps(envelope), False
     except TypeError:
         return encode(envelope)
+
+
+def py_event_frame(event: str, args: Sequence[Any]) -> bytes:
+    """The complete (unmasked) server frame of an event: ``encode_emit``, then ``build_frame``."""
+    payload, binary = encode_emit(event, args)
+    return build_frame(BINARY if binary else TEXT, payload)
+
+
+event_frame = py_event_frame
+if speedups_enabled():
+    try:
+        from .._speedups._envelope import event_frame
+    except ImportError:  # not compiled: the pure-Python version above is used
+        pass
 
 
 def encode_ack(ack: int, results: Sequence[Any]) -> tuple[bytes, bool]:

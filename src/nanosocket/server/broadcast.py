@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..adapters.base import AckResults, Adapter, BroadcastTarget, Member, SocketInfo
 from ..dispatch import new_broadcast_ack_id
 from ..options import ServerOptions
-from ..protocol.envelope import check_emit_name, encode_event
-from ..protocol.frames import BINARY, TEXT, build_frame
+from ..protocol.envelope import check_emit_name, encode_event, event_frame
 from ..rooms import room_set
 from .cluster import RemoteSocket
 
@@ -29,8 +28,7 @@ __all__ = ["BroadcastOperator", "build_event_frame", "compress_from", "room_set"
 
 def build_event_frame(event: str, args: tuple[Any, ...]) -> bytes:
     """The complete server frame of an event (validated name, JSON or msgpack)."""
-    payload, binary = encode_event(check_emit_name(event), args)
-    return build_frame(BINARY if binary else TEXT, payload)
+    return event_frame(event, args)
 
 
 def compress_from(options: ServerOptions) -> int | None:

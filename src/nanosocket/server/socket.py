@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 from ..adapters.base import BroadcastTarget
 from ..dispatch import AckTable, check_listen
 from ..errors import connection_closed
-from ..protocol.envelope import check_emit_name, encode_emit, encode_event
+from ..protocol.envelope import check_emit_name, encode_emit, encode_event, event_frame
 from ..protocol.handshake import Headers
 from ..transport import SendStatus
 from .broadcast import BroadcastOperator, room_set
@@ -115,6 +115,16 @@ class Socket(Connection):
         if self._state is not _CONNECTED:
             check_emit_name(event)
             return _DROPPED
+        ws = self._ws
+        if ws.compression is None:
+            # The common case in one call (envelope, JSON and frame), then _write, inline.
+            frame = event_frame(event, args)
+            status = ws.send_frame(frame, False)
+            if status is not _DROPPED:
+                stats = self._host.stats
+                stats.messages_out += 1
+                stats.bytes_out += len(frame)
+            return status
         payload, binary = encode_emit(event, args)
         return self._write_message(payload, binary)
 

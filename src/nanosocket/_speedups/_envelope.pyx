@@ -1,0 +1,51 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled twin of protocol/envelope.py's ``event_frame`` (the pure-Python version is the spec).
+
+The common case is done here in one call: a validated emit name (one set lookup once the name has
+passed ``check_emit_name``), the JSON of ``{"event": name, "data": args}`` by orjson, and the
+unmasked server frame around it, written into one bytes object. Everything else (a name not
+validated yet, arguments JSON cannot encode) is the spec's own Python code.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcpy
+
+from ._kernels cimport header_size, write_header
+
+# Bound on first use: protocol/envelope.py imports this module.
+cdef object _json_dumps = None
+cdef object _valid_names = None
+cdef object _check_emit_name = None
+cdef object _py_event_frame = None
+
+
+cdef int _load() except -1:
+    global _json_dumps, _valid_names, _check_emit_name, _py_event_frame
+    from nanosocket.protocol import envelope
+
+    _json_dumps = envelope._json_dumps
+    _valid_names = envelope._VALID_EMIT_NAMES
+    _check_emit_name = envelope.check_emit_name
+    _py_event_frame = envelope.py_event_frame
+    return 0
+
+
+def event_frame(event, args):
+    """The server frame of ``event`` with ``args`` (text JSON, or binary msgpack when an argument
+    holds bytes); an invalid emit name raises ValueError, an unencodable argument TypeError."""
+    if _json_dumps is None:
+        _load()
+    if type(event) is not str or event not in _valid_names:
+        _check_emit_name(event)
+    try:
+        payload = _json_dumps({"event": event, "data": args})
+    except TypeError:
+        # Bytes in the arguments (msgpack), or a value neither codec takes: the spec decides.
+        return _py_event_frame(event, args)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t header = header_size(n)
+    frame = PyBytes_FromStringAndSize(NULL, header + n)
+    cdef unsigned char* out = <unsigned char*> PyBytes_AS_STRING(frame)
+    write_header(out, 0x81, n, False)
+    memcpy(out + header, PyBytes_AS_STRING(payload), n)
+    return frame

@@ -1,0 +1,121 @@
+"""The envelope codec's event frames: the pure-Python ``py_event_frame`` (the spec) and, when it
+was built, its compiled twin (``_speedups/_envelope.pyx``), on the same inputs.
+
+Decoding and validation of envelopes are tested through the server (tests/server/test_connection.py).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nanosocket._speedups import enabled as speedups_enabled
+from nanosocket.protocol import envelope
+from nanosocket.protocol.envelope import PEER_RESERVED_EVENTS, py_event_frame
+from nanosocket.protocol.frames import BINARY, TEXT
+
+
+def _implementations() -> list[Any]:
+    found = [pytest.param(py_event_frame, id="python")]
+    try:
+        from nanosocket._speedups._envelope import event_frame as compiled
+    except ImportError:
+        pass
+    else:
+        found.append(pytest.param(compiled, id="compiled"))
+    return found
+
+
+IMPLEMENTATIONS = _implementations()
+
+
+def _outcome(function: Any, *args: Any) -> Any:
+    """What a call returns, or the type and message of what it raises."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        return type(exc), str(exc)
+
+
+def split_frame(frame: bytes) -> tuple[int, bytes]:
+    """(first byte, payload) of one unmasked frame; fails unless the frame is exactly that."""
+    first, second = frame[0], frame[1]
+    assert not second & 0x80, "server frames are not masked"
+    length, pos = second & 0x7F, 2
+    if length == 126:
+        (length,) = struct.unpack_from("!H", frame, 2)
+        assert length >= 126
+        pos = 4
+    elif length == 127:
+        (length,) = struct.unpack_from("!Q", frame, 2)
+        assert length >= 65536
+        pos = 10
+    assert len(frame) == pos + length
+    return first, frame[pos:]
+
+
+def test_the_compiled_twin_is_selected_when_built_and_allowed() -> None:
+    compiled = len(IMPLEMENTATIONS) == 2
+    if os.environ.get("NANOSOCKET_REQUIRE_SPEEDUPS") == "1" and speedups_enabled():
+        assert compiled, "the compiled speedups were not built"
+    if compiled and speedups_enabled():
+        assert envelope.event_frame is not py_event_frame
+    else:
+        assert envelope.event_frame is py_event_frame
+
+
+@pytest.mark.parametrize("event_frame", IMPLEMENTATIONS)
+@pytest.mark.parametrize("size", [0, 90, 91, 65500, 65600])
+def test_a_json_event_is_one_text_frame(event_frame: Any, size: int) -> None:
+    # 90 + the 35 bytes around it = 125: the last 7-bit length; 91 needs the 16-bit one.
+    data = "x" * size
+    first, payload = split_frame(event_frame("echo", (data,)))
+    assert first == 0x80 | TEXT
+    assert payload == orjson.dumps({"event": "echo", "data": [data]})
+
+
+@pytest.mark.parametrize("event_frame", IMPLEMENTATIONS)
+def test_arguments_with_bytes_are_one_binary_msgpack_frame(event_frame: Any) -> None:
+    first, payload = split_frame(event_frame("file", (b"\x00\xff", {"name": "a"})))
+    assert first == 0x80 | BINARY
+    assert msgpack.unpackb(payload) == {"event": "file", "data": [b"\x00\xff", {"name": "a"}]}
+
+
+@pytest.mark.parametrize("event_frame", IMPLEMENTATIONS)
+@pytest.mark.parametrize("event", ["", "$ping", "a\x00b", 7, None, *sorted(PEER_RESERVED_EVENTS)], ids=repr)
+def test_names_that_cannot_be_emitted_raise_the_specs_error(event_frame: Any, event: Any) -> None:
+    with pytest.raises(ValueError, match="cannot emit"):
+        event_frame(event, ())
+    assert _outcome(event_frame, event, ()) == _outcome(py_event_frame, event, ())
+
+
+@pytest.mark.parametrize("event_frame", IMPLEMENTATIONS)
+def test_arguments_no_codec_takes_raise_the_specs_error(event_frame: Any) -> None:
+    for args in [(object(),), ({1, 2},), (b"x", object())]:
+        outcome = _outcome(event_frame, "ok", args)
+        assert outcome[0] is TypeError
+        assert outcome == _outcome(py_event_frame, "ok", args)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children),
+    max_leaves=10,
+)
+
+
+@pytest.mark.skipif(len(IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(
+    event=st.text(min_size=1, max_size=12) | st.sampled_from(["$x", "error", "échö"]),
+    args=st.lists(JSON_VALUES | st.binary(max_size=8), max_size=3).map(tuple),
+)
+def test_the_compiled_twin_gives_the_specs_frame(event: str, args: tuple[Any, ...]) -> None:
+    compiled = IMPLEMENTATIONS[1].values[0]
+    assert _outcome(compiled, event, args) == _outcome(py_event_frame, event, args)
