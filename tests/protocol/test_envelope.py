@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from nanosocket._speedups import enabled as speedups_enabled
 from nanosocket.protocol import envelope
-from nanosocket.protocol.envelope import PEER_RESERVED_EVENTS, py_event_frame
+from nanosocket.protocol.envelope import PEER_RESERVED_EVENTS, py_ack_frame, py_event_frame
 from nanosocket.protocol.frames import BINARY, TEXT
 
 
@@ -119,3 +119,52 @@ JSON_VALUES = st.recursive(
 def test_the_compiled_twin_gives_the_specs_frame(event: str, args: tuple[Any, ...]) -> None:
     compiled = IMPLEMENTATIONS[1].values[0]
     assert _outcome(compiled, event, args) == _outcome(py_event_frame, event, args)
+
+
+# ---------------------------------------------------------------------------- ack frames
+
+
+def _ack_implementations() -> list[Any]:
+    found = [pytest.param(py_ack_frame, id="python")]
+    try:
+        from nanosocket._speedups._envelope import ack_frame as compiled
+    except ImportError:
+        pass
+    else:
+        found.append(pytest.param(compiled, id="compiled"))
+    return found
+
+
+ACK_IMPLEMENTATIONS = _ack_implementations()
+
+
+def test_the_compiled_ack_frame_is_selected_when_built_and_allowed() -> None:
+    if len(ACK_IMPLEMENTATIONS) == 2 and speedups_enabled():
+        assert envelope.ack_frame is not py_ack_frame
+    else:
+        assert envelope.ack_frame is py_ack_frame
+
+
+@pytest.mark.parametrize("ack_frame", ACK_IMPLEMENTATIONS)
+@pytest.mark.parametrize("size", [0, 100, 70000])
+def test_an_ack_reply_is_one_text_frame(ack_frame: Any, size: int) -> None:
+    first, payload = split_frame(ack_frame(7, ["x" * size]))
+    assert first == 0x80 | TEXT
+    assert payload == orjson.dumps({"ack": 7, "data": ["x" * size]})
+
+
+@pytest.mark.parametrize("ack_frame", ACK_IMPLEMENTATIONS)
+def test_an_ack_reply_with_bytes_is_binary_and_unencodable_ones_raise(ack_frame: Any) -> None:
+    first, payload = split_frame(ack_frame(2**53 - 1, [b"\x01"]))
+    assert first == 0x80 | BINARY
+    assert msgpack.unpackb(payload) == {"ack": 2**53 - 1, "data": [b"\x01"]}
+    outcome = _outcome(ack_frame, 1, [object()])
+    assert outcome[0] is TypeError
+    assert outcome == _outcome(py_ack_frame, 1, [object()])
+
+
+@pytest.mark.skipif(len(ACK_IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(ack=st.integers(0, 2**53 - 1), results=st.lists(JSON_VALUES | st.binary(max_size=8), max_size=3))
+def test_the_compiled_twin_gives_the_specs_ack_frame(ack: int, results: list[Any]) -> None:
+    compiled = ACK_IMPLEMENTATIONS[1].values[0]
+    assert _outcome(compiled, ack, results) == _outcome(py_ack_frame, ack, results)

@@ -1,10 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled twin of protocol/envelope.py's ``event_frame`` (the pure-Python version is the spec).
+"""Compiled twins of protocol/envelope.py's ``event_frame`` and ``ack_frame`` (the pure-Python
+versions are the spec).
 
-The common case is done here in one call: a validated emit name (one set lookup once the name has
-passed ``check_emit_name``), the JSON of ``{"event": name, "data": args}`` by orjson, and the
-unmasked server frame around it, written into one bytes object. Everything else (a name not
-validated yet, arguments JSON cannot encode) is the spec's own Python code.
+The common case is done here in one call: for an event a validated emit name (one set lookup once
+the name has passed ``check_emit_name``), the JSON of the envelope by orjson, and the unmasked
+server frame around it, written into one bytes object. Everything else (a name not validated yet,
+values JSON cannot encode) is the spec's own Python code.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -17,17 +18,30 @@ cdef object _json_dumps = None
 cdef object _valid_names = None
 cdef object _check_emit_name = None
 cdef object _py_event_frame = None
+cdef object _py_ack_frame = None
 
 
 cdef int _load() except -1:
-    global _json_dumps, _valid_names, _check_emit_name, _py_event_frame
+    global _json_dumps, _valid_names, _check_emit_name, _py_event_frame, _py_ack_frame
     from nanosocket.protocol import envelope
 
     _json_dumps = envelope._json_dumps
     _valid_names = envelope._VALID_EMIT_NAMES
     _check_emit_name = envelope.check_emit_name
     _py_event_frame = envelope.py_event_frame
+    _py_ack_frame = envelope.py_ack_frame
     return 0
+
+
+cdef bytes _text_frame(bytes payload):
+    """The unmasked, final text frame of ``payload``."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t header = header_size(n)
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, header + n)
+    cdef unsigned char* out = <unsigned char*> PyBytes_AS_STRING(frame)
+    write_header(out, 0x81, n, False)
+    memcpy(out + header, PyBytes_AS_STRING(payload), n)
+    return frame
 
 
 def event_frame(event, args):
@@ -42,10 +56,16 @@ def event_frame(event, args):
     except TypeError:
         # Bytes in the arguments (msgpack), or a value neither codec takes: the spec decides.
         return _py_event_frame(event, args)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
-    cdef Py_ssize_t header = header_size(n)
-    frame = PyBytes_FromStringAndSize(NULL, header + n)
-    cdef unsigned char* out = <unsigned char*> PyBytes_AS_STRING(frame)
-    write_header(out, 0x81, n, False)
-    memcpy(out + header, PyBytes_AS_STRING(payload), n)
-    return frame
+    return _text_frame(payload)
+
+
+def ack_frame(ack, results):
+    """The server frame of the answer ``results`` to the request ``ack`` (text JSON, or binary
+    msgpack when a result holds bytes); an unencodable result raises TypeError."""
+    if _json_dumps is None:
+        _load()
+    try:
+        payload = _json_dumps({"ack": ack, "data": results})
+    except TypeError:
+        return _py_ack_frame(ack, results)
+    return _text_frame(payload)

@@ -27,6 +27,7 @@ __all__ = [
     "MAX_BATCH",
     "PEER_RESERVED_EVENTS",
     "EnvelopeError",
+    "ack_frame",
     "check_emit_name",
     "check_event_name",
     "decode_binary",
@@ -38,6 +39,7 @@ __all__ = [
     "encode_event",
     "event_frame",
     "iter_envelopes",
+    "py_ack_frame",
     "py_event_frame",
     "read_envelope",
 ]
@@ -249,6 +251,20 @@ def encode_ack(ack: int, results: Sequence[Any]) -> tuple[bytes, bool]:
         return _json_dumps(envelope), False
     except TypeError:
         return encode(envelope)
+
+
+def py_ack_frame(ack: int, results: Sequence[Any]) -> bytes:
+    """The complete (unmasked) server frame of an ack reply: ``encode_ack``, then ``build_frame``."""
+    payload, binary = encode_ack(ack, results)
+    return build_frame(BINARY if binary else TEXT, payload)
+
+
+ack_frame = py_ack_frame
+if speedups_enabled():
+    try:
+        from .._speedups._envelope import ack_frame
+    except ImportError:  # not compiled: the pure-Python version above is used
+        pass
 
 
 def encode_ack_error(ack: int, message: str, **detail: Any) -> bytes:

@@ -28,6 +28,7 @@ from ..protocol.envelope import (
     MAX_BATCH,
     PEER_RESERVED_EVENTS,
     EnvelopeError,
+    ack_frame,
     decode_binary,
     decode_text,
     encode,
@@ -503,12 +504,21 @@ class Connection:
         return self._write(build_frame(BINARY if binary else TEXT, payload))
 
     def _send_ack(self, ack: int, result: Any) -> None:
+        codec = self._ws.compression
         try:
-            payload, binary = encode_ack(ack, [result])
+            if codec is None:
+                # The common case in one call: envelope, JSON and frame.
+                frame = ack_frame(ack, [result])
+            else:
+                payload, binary = encode_ack(ack, [result])
         except TypeError as exc:
             self._handler_failed(TypeError(f"handler result cannot be sent: {exc}"), ack)
             return
-        if self._state is _CONNECTED:
+        if self._state is not _CONNECTED:
+            return
+        if codec is None:
+            self._write(frame)
+        else:
             self._write_message(payload, binary)
 
     def _send_ack_error(self, ack: int, message: str, **detail: Any) -> None:
