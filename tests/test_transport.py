@@ -968,3 +968,49 @@ async def test_websocket_needs_exactly_one_side() -> None:
     side = ClientSide(b"", "key", (), asyncio.get_running_loop().create_future(), None)
     with pytest.raises(ValueError):
         WebSocket(WebSocketOptions(), endpoint=endpoint, client=side)
+
+
+async def test_frames_sent_with_the_101_wait_for_the_code_awaiting_connect() -> None:
+    """A message and a frame that fails the connection, in the same write as the 101 response:
+    the code awaiting connect() (in the same Task) sets on_message first, so the message is
+    answered before the close."""
+    from nanosocket import connect
+    from nanosocket.protocol.frames import parse_close
+    from nanosocket.protocol.handshake import accept_key
+
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
+            + build_frame(TEXT, b"first")
+            + bytes((0x80 | 0x3, 0))  # a reserved opcode: the client fails the connection
+        )
+        received.set_result(await reader.read(1 << 16))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(10):  # not wait_for: connect() runs in this Task
+            ws = await connect(f"ws://127.0.0.1:{port}/")
+        ws.on_message = ws.send
+        data = await asyncio.wait_for(received, 10)
+        await asyncio.wait_for(ws.wait_closed(), 10)
+    finally:
+        server.close()
+    # The echo (masked, 5 bytes), then the close frame with 1002.
+    assert data[0] == 0x80 | TEXT and data[1] == 0x80 | 5
+    echo = bytes(b ^ data[2 + i % 4] for i, b in enumerate(data[6:11]))
+    assert echo == b"first"
+    close = data[11:]
+    assert close[0] == 0x80 | CLOSE
+    payload = bytes(b ^ close[2 + i % 4] for i, b in enumerate(close[6 : 6 + (close[1] & 0x7F)]))
+    assert parse_close(payload)[0] == 1002

@@ -651,9 +651,11 @@ class WebSocket(asyncio.Protocol):
             except HandshakeError as exc:
                 self._fail_client_handshake(exc)
                 return
-            self._open(trailing, codec)
+            self._open(b"", codec)
             if not client.waiter.done():
                 client.waiter.set_result(None)
+            if trailing:
+                self._feed_after_connect(trailing)
         else:
             assert isinstance(head, Request) and self._endpoint is not None
             # Frames that arrived with the upgrade request are fed once the endpoint accepts.
@@ -668,6 +670,26 @@ class WebSocket(asyncio.Protocol):
             if self._conn is None and transport is not None and not transport.is_closing():
                 # The endpoint decides asynchronously: read nothing more until it has.
                 transport.pause_reading()
+
+    def _feed_after_connect(self, data: bytes) -> None:
+        """Client side: frames that came with the 101 response are fed once the code awaiting
+        ``connect()`` in the same Task has run (the waiter's callback was scheduled first), so
+        that it can set ``on_message`` before they are handled: a message followed by a frame
+        that fails the connection is then answered before the close, not dropped. Reading waits
+        until then."""
+        transport = self._transport
+        if transport is None or self._lost:
+            return
+        transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._feed_early, data)
+
+    def _feed_early(self, data: bytes) -> None:
+        if self._transport is None or self._lost:
+            return
+        self.data_received(data)
+        transport = self._transport
+        if transport is not None and not self._lost and not self._inbox_full():
+            transport.resume_reading()
 
     def _fail_client_handshake(self, exc: HandshakeError) -> None:
         client = self._client
