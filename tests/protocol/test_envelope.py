@@ -17,8 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nanosocket._speedups import enabled as speedups_enabled
+from nanosocket.errors import ProtocolError
 from nanosocket.protocol import envelope
-from nanosocket.protocol.envelope import PEER_RESERVED_EVENTS, py_ack_frame, py_event_frame
+from nanosocket.protocol.envelope import PEER_RESERVED_EVENTS, py_ack_frame, py_decode_event, py_event_frame
 from nanosocket.protocol.frames import BINARY, TEXT
 
 
@@ -168,3 +169,84 @@ def test_an_ack_reply_with_bytes_is_binary_and_unencodable_ones_raise(ack_frame:
 def test_the_compiled_twin_gives_the_specs_ack_frame(ack: int, results: list[Any]) -> None:
     compiled = ACK_IMPLEMENTATIONS[1].values[0]
     assert _outcome(compiled, ack, results) == _outcome(py_ack_frame, ack, results)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode_implementations() -> list[Any]:
+    found = [pytest.param(py_decode_event, id="python")]
+    try:
+        from nanosocket._speedups._envelope import decode_event as compiled
+    except ImportError:
+        pass
+    else:
+        found.append(pytest.param(compiled, id="compiled"))
+    return found
+
+
+DECODE_IMPLEMENTATIONS = _decode_implementations()
+
+
+def test_the_compiled_decode_event_is_selected_when_built_and_allowed() -> None:
+    if len(DECODE_IMPLEMENTATIONS) == 2 and speedups_enabled():
+        assert envelope.decode_event is not py_decode_event
+    else:
+        assert envelope.decode_event is py_decode_event
+
+
+@pytest.mark.parametrize("decode_event", DECODE_IMPLEMENTATIONS)
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"event":"echo","data":["x"]}', ("echo", ["x"], None)),
+        ('{"event":"echo","data":[],"ack":0}', ("echo", [], 0)),
+        ('{"event":"echo","data":[1],"ack":9007199254740991}', ("echo", [1], 2**53 - 1)),
+        # Everything read_envelope must look at comes back decoded, unsorted.
+        ('{"event":"echo","data":[],"ack":null}', {"event": "echo", "data": [], "ack": None}),
+        ('{"event":"echo","data":[],"ack":-1}', {"event": "echo", "data": [], "ack": -1}),
+        ('{"event":"echo","data":[],"ack":9007199254740992}', {"event": "echo", "data": [], "ack": 2**53}),
+        ('{"event":"echo","data":[],"ack":true}', {"event": "echo", "data": [], "ack": True}),
+        ('{"event":"echo","data":[],"ack":1.0}', {"event": "echo", "data": [], "ack": 1.0}),
+        ('{"event":"echo","data":"bare"}', {"event": "echo", "data": "bare"}),
+        ('{"event":"","data":[]}', {"event": "", "data": []}),
+        ('{"event":"a\\u0000b","data":[]}', {"event": "a\x00b", "data": []}),
+        ('{"event":7,"data":[]}', {"event": 7, "data": []}),
+        ('{"ack":3,"data":[1]}', {"ack": 3, "data": [1]}),
+        ('[{"event":"a","data":[]}]', [{"event": "a", "data": []}]),
+        ('"text"', "text"),
+    ],
+)
+def test_events_are_sorted_from_everything_else(decode_event: Any, text: str, expected: Any) -> None:
+    decoded = decode_event(text)
+    assert decoded == expected
+    assert type(decoded) is type(expected)
+    assert decode_event(msgpack.packb(orjson.loads(text))) == expected
+
+
+@pytest.mark.parametrize("decode_event", DECODE_IMPLEMENTATIONS)
+def test_malformed_frames_raise_the_specs_errors(decode_event: Any) -> None:
+    for message in ["{", "", '{"event":"a"', b"\xc1", b"\xd6\xff\x00\x00\x00\x00"]:
+        outcome = _outcome(decode_event, message)
+        assert isinstance(outcome, tuple)
+        assert issubclass(outcome[0], ProtocolError)
+        assert outcome == _outcome(py_decode_event, message)
+
+
+@pytest.mark.skipif(len(DECODE_IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(
+    envelope_=st.fixed_dictionaries(
+        {},
+        optional={
+            "event": st.text(max_size=6) | st.integers(),
+            "data": JSON_VALUES,
+            "ack": st.none() | st.booleans() | st.integers(-2, 2**54),
+        },
+    )
+    | JSON_VALUES,
+    binary=st.booleans(),
+)
+def test_the_compiled_twin_decodes_as_the_spec(envelope_: Any, binary: bool) -> None:
+    compiled = DECODE_IMPLEMENTATIONS[1].values[0]
+    message = msgpack.packb(envelope_) if binary else orjson.dumps(envelope_).decode()
+    assert _outcome(compiled, message) == _outcome(py_decode_event, message)

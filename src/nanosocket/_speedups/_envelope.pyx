@@ -1,11 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Compiled twins of protocol/envelope.py's ``event_frame`` and ``ack_frame`` (the pure-Python
-versions are the spec).
+"""Compiled twins of protocol/envelope.py's ``event_frame``, ``ack_frame`` and ``decode_event``
+(the pure-Python versions are the spec).
 
 The common case is done here in one call: for an event a validated emit name (one set lookup once
 the name has passed ``check_emit_name``), the JSON of the envelope by orjson, and the unmasked
-server frame around it, written into one bytes object. Everything else (a name not validated yet,
-values JSON cannot encode) is the spec's own Python code.
+server frame around it, written into one bytes object; for a text frame received, its JSON
+decoded and sorted (an event to dispatch, or anything else). Everything else (a name not
+validated yet, values JSON cannot encode, malformed JSON, binary frames) is the spec's own Python
+code.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -19,12 +21,23 @@ cdef object _valid_names = None
 cdef object _check_emit_name = None
 cdef object _py_event_frame = None
 cdef object _py_ack_frame = None
+cdef object _json_loads = None
+cdef object _json_error = None
+cdef object _decode_text = None
+cdef object _decode_binary = None
+cdef object _max_ack_id = None
 
 
 cdef int _load() except -1:
     global _json_dumps, _valid_names, _check_emit_name, _py_event_frame, _py_ack_frame
+    global _json_loads, _json_error, _decode_text, _decode_binary, _max_ack_id
     from nanosocket.protocol import envelope
 
+    _json_loads = envelope._json_loads
+    _json_error = envelope._JSONDecodeError
+    _decode_text = envelope.decode_text
+    _decode_binary = envelope.decode_binary
+    _max_ack_id = envelope.MAX_ACK_ID
     _json_dumps = envelope._json_dumps
     _valid_names = envelope._VALID_EMIT_NAMES
     _check_emit_name = envelope.check_emit_name
@@ -69,3 +82,30 @@ def ack_frame(ack, results):
     except TypeError:
         return _py_ack_frame(ack, results)
     return _text_frame(payload)
+
+
+def decode_event(message):
+    """Decode a frame and sort it: ``(event, args, ack)`` for an event envelope that can be
+    dispatched as it is, else the decoded value itself (see the spec, ``py_decode_event``)."""
+    if _json_dumps is None:
+        _load()
+    if type(message) is str:
+        try:
+            decoded = _json_loads(message)
+        except _json_error:
+            return _decode_text(message)  # raises the spec's InvalidPayload
+    else:
+        decoded = _decode_binary(message)
+    if type(decoded) is not dict:
+        return decoded
+    cdef dict envelope = <dict> decoded
+    event = envelope.get("event")
+    args = envelope.get("data")
+    if type(event) is str and type(args) is list and len(<str> event) and "\x00" not in <str> event:
+        ack = envelope.get("ack")
+        if ack is None:
+            if "ack" not in envelope:
+                return event, args, None
+        elif type(ack) is int and 0 <= ack <= _max_ack_id:
+            return event, args, ack
+    return decoded

@@ -31,6 +31,7 @@ __all__ = [
     "check_emit_name",
     "check_event_name",
     "decode_binary",
+    "decode_event",
     "decode_text",
     "encode",
     "encode_ack",
@@ -40,6 +41,7 @@ __all__ = [
     "event_frame",
     "iter_envelopes",
     "py_ack_frame",
+    "py_decode_event",
     "py_event_frame",
     "read_envelope",
 ]
@@ -114,6 +116,35 @@ def decode_binary(data: bytes) -> Any:
     if any(marker in data for marker in _TIMESTAMP_MARKERS) and _holds_timestamp(decoded):
         raise ProtocolError("binary frame uses the msgpack timestamp extension type", 1003)
     return decoded
+
+
+def py_decode_event(message: str | bytes) -> Any:
+    """Decode a frame (``decode_text`` for text, ``decode_binary`` otherwise) and sort it.
+
+    An event envelope that can be dispatched as it is (a non-empty event name without NUL, a list
+    of arguments, no ack or a valid ack id: what read_envelope accepts unchanged) comes back as
+    the tuple ``(event, args, ack)``; anything else as the decoded value itself (an ack reply, a
+    batch, an envelope read_envelope must look at). Neither JSON nor msgpack decodes to a tuple.
+    """
+    decoded = decode_text(message) if type(message) is str else decode_binary(message)  # type: ignore[arg-type]
+    if type(decoded) is dict:
+        event = decoded.get("event")
+        args = decoded.get("data")
+        if type(event) is str and type(args) is list and event and "\x00" not in event:
+            ack = decoded.get("ack")
+            if ack is None and "ack" not in decoded:
+                return event, args, None
+            if type(ack) is int and 0 <= ack <= MAX_ACK_ID:
+                return event, args, ack
+    return decoded
+
+
+decode_event = py_decode_event
+if speedups_enabled():
+    try:
+        from .._speedups._envelope import decode_event
+    except ImportError:  # not compiled: the pure-Python version above is used
+        pass
 
 
 def iter_envelopes(decoded: Any) -> Sequence[Any]:

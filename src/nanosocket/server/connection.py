@@ -16,20 +16,18 @@ from enum import IntEnum
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import orjson
-
 from ..adapters.base import Adapter
 from ..dispatch import AckTable, HandlerRegistry, Suspended, fitting_args, invoke
-from ..errors import ConnectError, InvalidPayload, ProtocolError, connection_closed
+from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
 from ..protocol.deflate import OutgoingMessage
 from ..protocol.envelope import (
-    MAX_ACK_ID,
     MAX_BATCH,
     PEER_RESERVED_EVENTS,
     EnvelopeError,
     ack_frame,
     decode_binary,
+    decode_event,
     decode_text,
     encode,
     encode_ack,
@@ -104,9 +102,6 @@ class ConnectionHost(Protocol):
 
 
 _monotonic = time.monotonic
-# protocol/envelope.py's decode_text, inline in _receive.
-_json_loads = orjson.loads
-_JSONDecodeError = orjson.JSONDecodeError
 
 
 class TokenBuckets:
@@ -270,28 +265,14 @@ class Connection:
             return
         self._host.stats.messages_in += 1
         try:
-            if type(message) is str:
-                # decode_text, inline (one call less per message).
-                try:
-                    decoded = _json_loads(message)
-                except _JSONDecodeError as exc:
-                    raise InvalidPayload(f"malformed JSON: {exc}") from exc
-            else:
-                decoded = decode_binary(message)  # type: ignore[arg-type]
-            if type(decoded) is dict:
-                # The common cases first: an event whose arguments are a list, without an ack or
-                # with a valid ack id (what read_envelope would accept as is); anything else takes
-                # the general path.
-                event = decoded.get("event")
-                args = decoded.get("data")
-                if type(event) is str and type(args) is list and event and "\x00" not in event:
-                    ack = decoded.get("ack")
-                    if ack is None and "ack" not in decoded:
-                        self._dispatch(event, args, None)
-                        return
-                    if type(ack) is int and 0 <= ack <= MAX_ACK_ID:
-                        self._dispatch(event, args, ack)
-                        return
+            decoded = decode_event(message)
+            if type(decoded) is tuple:
+                # The common case, sorted by decode_event: an event whose arguments are a list,
+                # without an ack or with a valid ack id (what read_envelope accepts as is).
+                event, args, ack = decoded
+                self._dispatch(event, args, ack)
+            elif type(decoded) is dict:
+                # Anything else takes the general path.
                 self._envelope(decoded)
             elif type(decoded) is list:
                 if len(decoded) > MAX_BATCH:
