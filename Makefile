@@ -6,7 +6,8 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 PORT ?= 3000
 
 .PHONY: demo test lint typecheck pytest conformance conformance-compression conformance-compression-quick \
-	bench venv clean browser-deps redis-deps fuzz
+	conformance-client conformance-client-compression conformance-full bench venv clean browser-deps \
+	redis-deps fuzz
 
 # Creates the venv and installs the package (compiling the extension when there is one).
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/nanosocket/_speedups/*.pyx src/nanosocket/_speedups/*.pxd)
@@ -60,23 +61,44 @@ conformance: venv
 	$(PY) tests/conformance/autobahn.py
 	NANOSOCKET_NO_SPEEDUPS=1 $(PY) tests/conformance/autobahn.py --output-dir build/conformance-python
 
-# permessage-deflate: every case (1-13) against the echo server in each compression mode, about
-# 16 minutes per mode here (12.*/13.* are minutes of wstest CPU). `make test` runs a quick subset in
-# one mode (~27 s): every payload kind (12.1-12.5) and negotiation variant (13.1-13.7), with 16-byte
+# permessage-deflate: every case (1-13) against the echo server in each compression mode, the two
+# modes at once (one wstest each; about 10 minutes for both here, 12.*/13.* are minutes of wstest
+# CPU). `make test` runs a quick subset in one mode (~27 s): every payload kind (12.1-12.5) and negotiation variant (13.1-13.7), with 16-byte
 # messages (x.x.1) and with 8 KiB messages auto-fragmented into 256-byte frames (x.x.11). The ids
 # are literal: the suite reads "12.*.1" as a prefix, which would select nearly all of 12.*.
 COMPRESSION_QUICK_CASES := 12.1.1,12.2.1,12.3.1,12.4.1,12.5.1,12.1.11,12.2.11,12.3.11,12.4.11,12.5.11,\
 13.1.1,13.2.1,13.3.1,13.4.1,13.5.1,13.6.1,13.7.1,13.1.11,13.2.11,13.3.11,13.4.11,13.5.11,13.6.11,13.7.11
 
 conformance-compression: venv
-	$(PY) tests/conformance/autobahn.py --compression shared --output-dir build/conformance-shared
-	$(PY) tests/conformance/autobahn.py --compression dedicated --output-dir build/conformance-dedicated
+	$(PY) tests/conformance/autobahn.py --compression shared --output-dir build/conformance-shared & \
+	shared=$$!; \
+	$(PY) tests/conformance/autobahn.py --compression dedicated --output-dir build/conformance-dedicated; \
+	dedicated=$$?; wait $$shared && test $$dedicated = 0
 
 conformance-compression-quick: venv
 	$(PY) tests/conformance/autobahn.py --compression dedicated --cases "$(COMPRESSION_QUICK_CASES)" \
 		--output-dir build/conformance-compression-quick
 
-test: lint typecheck browser-deps redis-deps pytest conformance conformance-compression-quick
+# The Python client against the suite's fuzzingserver (tests/conformance/autobahn_client.py): cases
+# 1-10 (~15 s) and the quick compression subset in `make test`; every case with compression offered
+# in both modes, at once, in conformance-client-compression (about 10 minutes here).
+conformance-client: venv
+	$(PY) tests/conformance/autobahn_client.py
+	$(PY) tests/conformance/autobahn_client.py --compression dedicated --cases "$(COMPRESSION_QUICK_CASES)" \
+		--output-dir build/conformance-client-compression-quick
+
+conformance-client-compression: venv
+	$(PY) tests/conformance/autobahn_client.py --compression shared \
+		--output-dir build/conformance-client-shared & shared=$$!; \
+	$(PY) tests/conformance/autobahn_client.py --compression dedicated \
+		--output-dir build/conformance-client-dedicated; \
+	dedicated=$$?; wait $$shared && test $$dedicated = 0
+
+# Every compression case of both sides, in both modes (what CI runs after `make test`).
+conformance-full: conformance-compression conformance-client-compression
+
+test: lint typecheck browser-deps redis-deps pytest conformance conformance-compression-quick \
+	conformance-client
 
 # Coverage-guided fuzzing (atheris) of the envelope codec, the handshake parsing and the
 # permessage-deflate path, FUZZ_SECONDS per target. Seeds come from fuzz/corpus/TARGET; new inputs
