@@ -57,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=int, default=16, help="source addresses 127.0.0.1..N (default 16)")
     parser.add_argument("--handshakes", type=int, default=64, help="handshakes in flight per loadgen")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds between 'all open' and reading")
+    parser.add_argument(
+        "--stop-while-held",
+        action="store_true",
+        help="SIGTERM the supervisor while the connections are held (measures the graceful shutdown:"
+        " every client gets a close frame) instead of after the load generators closed them",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="the supervisor's --shutdown-timeout (default 30, nanosocket serve's own default)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
 
@@ -67,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with (
         redis() as url,
-        Workers(args.workers, port, redis_url=url, prefix=f"cluster-conns-{port}") as workers,
+        Workers(
+            args.workers,
+            port,
+            redis_url=url,
+            prefix=f"cluster-conns-{port}",
+            shutdown_timeout=args.shutdown_timeout,
+        ) as workers,
     ):
         time.sleep(1.0)
         before = {pid: (rss(pid), open_fds(pid)) for pid in workers.pids}
@@ -83,18 +101,24 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.settle)
             held = {pid: (rss(pid), open_fds(pid)) for pid in workers.pids}
             available_held = mem_available()
+            if args.stop_while_held:
+                stop_started = time.monotonic()
+                status = workers.stop()
+                stop_seconds = time.monotonic() - stop_started
         finally:
             for loadgen in loadgens:
                 if loadgen.process.poll() is None:
                     loadgen.process.send_signal(signal.SIGUSR1)
         reports = [loadgen.report() for loadgen in loadgens]
-        stop_started = time.monotonic()
-        status = workers.stop()
-        stop_seconds = time.monotonic() - stop_started
+        if not args.stop_while_held:
+            stop_started = time.monotonic()
+            status = workers.stop()
+            stop_seconds = time.monotonic() - stop_started
 
     established = sum(int(r["connections"]["established"]) for r in reports)
     failed = sum(int(r["connections"]["failed"]) for r in reports)
     replies = sum(int(r.get("replies", 0)) for r in reports)
+    closed_by_server = sum(int(r["errors"].get("closed_by_server", 0)) for r in reports)
     rows = []
     for index, pid in enumerate(workers.pids):
         conns = held[pid][1] - before[pid][1]
@@ -124,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_total_held": sum(row["rss_held"] for row in rows),
         "mem_available_drop": available_before - available_held,
         "loadgen_cpu_pct_max": max(float(r["client_cpu_pct"]) for r in reports),
+        "stopped_while_held": args.stop_while_held,
+        "closed_by_server": closed_by_server,
         "shutdown_s": stop_seconds,
         "supervisor_exit": status,
         "workers": rows,
@@ -146,8 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"\nmachine MemAvailable dropped by {result['mem_available_drop'] / 1e6:,.0f} MB while held "
-        f"(both ends, kernel buffers included); SIGTERM to exit {status}: {stop_seconds:.1f} s"
+        f"(both ends, kernel buffers included)"
     )
+    when = "while the connections were held" if args.stop_while_held else "after the clients closed"
+    print(
+        f"SIGTERM to the supervisor {when}: exit status {status} after {stop_seconds:.1f} s;"
+        f" connections closed by the server (a close frame received): {closed_by_server:,}"
+    )
+    if status != 0:
+        print("\nthe supervisor's log, last lines:", *workers.lines[-40:], sep="\n")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if established == args.conns and status == 0 else 1

@@ -137,6 +137,7 @@ class Workers:
         redis_url: str | None = None,
         prefix: str = "cluster-bench",
         own_adapter: bool = False,
+        shutdown_timeout: float = 30.0,
     ) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith("NANOSOCKET_REDIS")}
         env["CLUSTER_BENCH_PORT"] = str(port)
@@ -150,6 +151,8 @@ class Workers:
         self.count = workers
         self.port = port
         argv = [sys.executable, "-m", "nanosocket", "serve", TARGET, "--workers", str(workers)]
+        if shutdown_timeout != 30.0:
+            argv += ["--shutdown-timeout", f"{shutdown_timeout:g}"]
         self.command = " ".join(["nanosocket", *argv[3:]])
         self.process = subprocess.Popen(
             argv,
@@ -199,7 +202,7 @@ class Workers:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(120)
+                self.process.wait(600)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()

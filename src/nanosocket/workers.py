@@ -202,10 +202,26 @@ def _serve(server: NanoSocket, settings: WorkerSettings, index: int, ready: Conn
             os.getpid(),
             server.connection_count,
         )
-        await server.close()
+        progress = asyncio.ensure_future(_report_closing(server, index))
+        try:
+            await server.close()
+        finally:
+            progress.cancel()
         logger.info("worker %d (pid %d) stopped", index, os.getpid())
 
     uvloop.run(main())
+
+
+async def _report_closing(server: NanoSocket, index: int, every: float = 5.0) -> None:
+    """Log every ``every`` seconds how many clients a closing worker still waits for."""
+    while True:
+        await asyncio.sleep(every)
+        logger.info(
+            "worker %d (pid %d) still closing: %d connections left",
+            index,
+            os.getpid(),
+            server.connection_count,
+        )
 
 
 def _spawned_worker(target: str, settings: WorkerSettings, index: int, ready: Connection) -> None:
