@@ -174,6 +174,17 @@ def _serve(server: NanoSocket, settings: WorkerSettings, index: int, ready: Conn
         server.set_adapter(RedisAdapter(settings.redis_url, prefix=settings.redis_prefix))
 
     async def main() -> None:
+        # Installed first, and kept while closing: a signal during listen() is not lost, and a
+        # second one (Ctrl-C reaches the whole process group, then the supervisor's SIGTERM
+        # follows) does not cut the graceful close short.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        # A worker whose supervisor is gone (killed with SIGKILL) stops too, the same way.
+        supervisor = multiprocessing.parent_process()
+        if supervisor is not None:
+            loop.add_reader(supervisor.sentinel, stop.set)
         await server.listen(settings.port, settings.host, reuse_port=True)
         logger.info(
             "worker %d (pid %d) listening on %s:%d, adapter %s",
@@ -185,16 +196,6 @@ def _serve(server: NanoSocket, settings: WorkerSettings, index: int, ready: Conn
         )
         ready.send(os.getpid())
         ready.close()
-        # The handlers stay while closing: a second signal (Ctrl-C reaches the whole process group,
-        # then the supervisor's SIGTERM follows) must not cut the graceful close short.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        # A worker whose supervisor is gone (killed with SIGKILL) stops too, the same way.
-        supervisor = multiprocessing.parent_process()
-        if supervisor is not None:
-            loop.add_reader(supervisor.sentinel, stop.set)
         await stop.wait()
         logger.info(
             "worker %d (pid %d) stopping: closing %d connections with 1001",
@@ -427,9 +428,9 @@ class Supervisor:
     def _shutdown(self) -> int:
         signum = self._stopping
         name = signal.Signals(signum).name if signum is not None else "stop"
-        running = [slot.process for slot in self._slots if slot.process is not None]
+        running = [(slot.process, slot.is_ready) for slot in self._slots if slot.process is not None]
         logger.info("%s: stopping %d workers (deadline %.0f s)", name, len(running), self.shutdown_timeout)
-        for process in running:
+        for process, _ in running:
             if process.is_alive() and process.pid is not None:
                 try:
                     os.kill(process.pid, signal.SIGTERM)
@@ -437,7 +438,7 @@ class Supervisor:
                     pass
         deadline = time.monotonic() + self.shutdown_timeout
         status = 0
-        for process in running:
+        for process, was_ready in running:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode is None:
                 logger.error(
@@ -446,6 +447,8 @@ class Supervisor:
                 process.kill()
                 process.join()
                 status = 1
+            elif process.exitcode == -signal.SIGTERM and not was_ready:
+                pass  # stopped while it was still starting (importing), before it could listen
             elif process.exitcode != 0:
                 logger.error("worker pid %s %s while stopping", process.pid, _describe_exit(process.exitcode))
                 status = 1
