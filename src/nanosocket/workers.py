@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import logging
 import multiprocessing
 import os
@@ -112,6 +113,15 @@ def load_server(target: str) -> NanoSocket:
         except AttributeError:
             raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
     if not isinstance(found, NanoSocket) and callable(found):
+        try:
+            inspect.signature(found).bind()
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"{target} is a callable that cannot be called without arguments ({exc}): name a"
+                " NanoSocket, or a factory taking no arguments"
+            ) from None
+        except ValueError:  # no signature to check (some builtins): let the call tell
+            pass
         found = found()
     if not isinstance(found, NanoSocket):
         raise ConfigurationError(

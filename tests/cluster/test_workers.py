@@ -314,6 +314,25 @@ async def test_more_than_one_worker_without_an_adapter_is_refused(
     assert "ConfigurationError: 2 workers need an adapter that spans processes" in refused.log
 
 
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_such_module:server", "cannot import module 'no_such_module'"),
+        ("workers_app:no_such_server", "module 'workers_app' has no attribute 'no_such_server'"),
+        ("workers_app:os", "workers_app:os is module, not a NanoSocket"),
+        ("workers_app:Socket", "cannot be called without arguments"),
+        ("workers_app", "expected module:attr"),
+    ],
+)
+async def test_a_target_that_is_no_server_is_refused(
+    supervise: Callable[..., Awaitable[Supervised]], redis_url: str, target: str, message: str
+) -> None:
+    refused = await supervise(serve(target), worker_env(redis_url))
+    assert await refused.exit_status() == 2
+    assert "nanosocket serve: " in refused.log and message in refused.log, refused.log
+    assert "starting" not in refused.log
+
+
 async def test_run_workers_forks_workers_that_share_rooms(
     supervise: Callable[..., Awaitable[Supervised]], redis_url: str
 ) -> None:
