@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 import uvloop
 
@@ -195,6 +195,9 @@ def _serve(server: NanoSocket, settings: WorkerSettings, index: int, ready: Conn
         supervisor = multiprocessing.parent_process()
         if supervisor is not None:
             loop.add_reader(supervisor.sentinel, stop.set)
+        # SIGUSR1 logs what the worker is waiting for (the supervisor sends it before killing a
+        # worker that did not stop in time).
+        loop.add_signal_handler(signal.SIGUSR1, _log_tasks, index)
         await server.listen(settings.port, settings.host, reuse_port=True)
         logger.info(
             "worker %d (pid %d) listening on %s:%d, adapter %s",
@@ -221,6 +224,23 @@ def _serve(server: NanoSocket, settings: WorkerSettings, index: int, ready: Conn
         logger.info("worker %d (pid %d) stopped", index, os.getpid())
 
     uvloop.run(main())
+
+
+def _log_tasks(index: int) -> None:
+    """Log every pending task of this worker's loop with where it waits."""
+    tasks = asyncio.all_tasks()
+    logger.error("worker %d (pid %d): %d pending tasks", index, os.getpid(), len(tasks))
+    for task in tasks:
+        where: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None and len(where) < 12:  # the chain of awaits, outermost first
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                where.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        logger.error(
+            "worker %d (pid %d): %s waits in %s", index, os.getpid(), task.get_name(), " -> ".join(where)
+        )
 
 
 async def _report_closing(server: NanoSocket, index: int, every: float = 5.0) -> None:
@@ -452,8 +472,16 @@ class Supervisor:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode is None:
                 logger.error(
-                    "worker pid %s still running after %.0f s: killed", process.pid, self.shutdown_timeout
+                    "worker pid %s still running after %.0f s: killed (its pending tasks follow)",
+                    process.pid,
+                    self.shutdown_timeout,
                 )
+                if process.pid is not None:
+                    try:
+                        os.kill(process.pid, signal.SIGUSR1)
+                    except ProcessLookupError:
+                        pass
+                    process.join(1.0)
                 process.kill()
                 process.join()
                 status = 1
