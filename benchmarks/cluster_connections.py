@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         f" connections closed by the server (a close frame received): {closed_by_server:,}"
     )
     if status != 0:
-        print("\nthe supervisor's log, last lines:", *workers.lines[-40:], sep="\n")
+        print("\nthe supervisor's log, last lines:", *workers.lines[-120:], sep="\n")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if established == args.conns and status == 0 else 1
