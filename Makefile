@@ -63,9 +63,10 @@ conformance: venv
 
 # permessage-deflate: every case (1-13) against the echo server in each compression mode, the two
 # modes at once (one wstest each; about 10 minutes for both here, 12.*/13.* are minutes of wstest
-# CPU). `make test` runs a quick subset in one mode (~27 s): every payload kind (12.1-12.5) and negotiation variant (13.1-13.7), with 16-byte
-# messages (x.x.1) and with 8 KiB messages auto-fragmented into 256-byte frames (x.x.11). The ids
-# are literal: the suite reads "12.*.1" as a prefix, which would select nearly all of 12.*.
+# CPU). `make test` runs a quick subset in one mode (~27 s): every payload kind (12.1-12.5) and
+# negotiation variant (13.1-13.7), with 16-byte messages (x.x.1) and with 8 KiB messages
+# auto-fragmented into 256-byte frames (x.x.11). The ids are literal: the suite reads "12.*.1" as
+# a prefix, which would select nearly all of 12.*.
 COMPRESSION_QUICK_CASES := 12.1.1,12.2.1,12.3.1,12.4.1,12.5.1,12.1.11,12.2.11,12.3.11,12.4.11,12.5.11,\
 13.1.1,13.2.1,13.3.1,13.4.1,13.5.1,13.6.1,13.7.1,13.1.11,13.2.11,13.3.11,13.4.11,13.5.11,13.6.11,13.7.11
 
