@@ -360,6 +360,30 @@ def test_the_twin_splits_every_stream_as_the_spec(client: bool) -> None:
         assert twins.conns[1].state is State.CLOSED
 
 
+@needs_twin
+@pytest.mark.parametrize("client", [False, True], ids=["server", "client"])
+@pytest.mark.parametrize("step", [1, 3, 7, 130])
+def test_the_twin_takes_a_stream_in_small_pieces_as_the_spec(client: bool, step: int) -> None:
+    # A pending partial frame takes only the bytes it needs (its header first, then its payload);
+    # the rest of each piece is parsed where it is.
+    peer_mask = None if client else PEER_MASK
+    stream = b"".join(
+        [
+            py_build_frame(TEXT, b"a" * 125, mask_key=peer_mask),
+            py_build_frame(BINARY, bytes(range(256)) * 2, mask_key=peer_mask),
+            py_build_frame(TEXT, "h€llo".encode(), fin=False, mask_key=peer_mask),
+            py_build_frame(PING, b"p", mask_key=peer_mask),
+            py_build_frame(CONTINUATION, b"!", mask_key=peer_mask),
+            py_build_frame(BINARY, b"", mask_key=peer_mask),
+            py_build_frame(TEXT, b"reply", mask_key=peer_mask),
+        ]
+    )
+    twins = Twins(client, WebSocketOptions())
+    for i in range(0, len(stream), step):
+        twins.call("receive_data", stream[i : i + step])
+    assert len(twins.handlers[1].events) == 6
+
+
 # ----------------------------------------------------------------- permessage-deflate
 
 
