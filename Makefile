@@ -7,7 +7,7 @@ PORT ?= 3000
 
 .PHONY: demo test lint typecheck pytest conformance conformance-compression conformance-compression-quick \
 	conformance-client conformance-client-compression conformance-full bench venv clean browser-deps \
-	redis-deps fuzz
+	redis-deps nginx-deps fuzz
 
 # Creates the venv and installs the package (compiling the extension when there is one).
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/nanosocket/_speedups/*.pyx src/nanosocket/_speedups/*.pxd)
@@ -57,6 +57,12 @@ redis-deps:
 	@command -v redis-server >/dev/null || { \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
+# tests/cluster/test_nginx.py runs docs/deployment.md's nginx config in front of NanoSocket nodes:
+# it needs the nginx binary, installed from Debian when missing (CI runs as root on a fresh machine).
+nginx-deps:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light; }
+
 conformance: venv
 	$(PY) tests/conformance/autobahn.py
 	NANOSOCKET_NO_SPEEDUPS=1 $(PY) tests/conformance/autobahn.py --output-dir build/conformance-python
@@ -98,7 +104,7 @@ conformance-client-compression: venv
 # Every compression case of both sides, in both modes (what CI runs after `make test`).
 conformance-full: conformance-compression conformance-client-compression
 
-test: lint typecheck browser-deps redis-deps pytest conformance conformance-compression-quick \
+test: lint typecheck browser-deps redis-deps nginx-deps pytest conformance conformance-compression-quick \
 	conformance-client
 
 # Coverage-guided fuzzing (atheris) of the envelope codec, the handshake parsing and the
