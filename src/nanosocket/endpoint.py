@@ -32,6 +32,10 @@ __all__ = ["ConnectHandler", "HttpHandler", "WebSocketServer", "connect", "serve
 
 logger = logging.getLogger("nanosocket.endpoint")
 
+#: Seconds close() waits past ``close_timeout`` (by which every connection has dropped a peer
+#: that did not finish the closing handshake) before it drops what is still open.
+CLOSE_SLACK = 1.0
+
 #: Called with each accepted connection and its upgrade request; may be a coroutine function.
 ConnectHandler = Callable[[WebSocket, Request], Awaitable[None] | None]
 #: Answers a plain HTTP request with complete response bytes (None: 404), or a coroutine of them.
@@ -90,6 +94,8 @@ class WebSocketServer:
         self.connections: set[WebSocket] = set()
         self._handshaking: set[WebSocket] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Set by close(): requests that arrive from then on are refused.
+        self._closing = False
         self._server: asyncio.Server | None = None
         self._secure = False
 
@@ -135,6 +141,11 @@ class WebSocketServer:
     # --------------------------------------------------------- ServerEndpoint
 
     def handle_request(self, ws: WebSocket, request: Request) -> None:
+        if self._closing:
+            # Accepted by the kernel before close() and read after it (a connection whose
+            # protocol was made when close() had already aborted the handshaking ones).
+            ws.reject(HTTPStatus.SERVICE_UNAVAILABLE, "server shutting down")
+            return
         if not wants_upgrade(request):
             answer = self._http_handler(request)
             if inspect.isawaitable(answer):
@@ -201,7 +212,13 @@ class WebSocketServer:
     # ---------------------------------------------------------------- closing
 
     async def close(self, code: int = 1001, reason: str = "server shutting down") -> None:
-        """Stop listening, close every connection with ``code``, return when all are gone."""
+        """Stop listening, close every connection with ``code``, return when all are gone.
+
+        Bounded by ``close_timeout`` (and a second of slack), whatever the peers do: each
+        connection drops its peer ``close_timeout`` after its close frame when the closing
+        handshake does not finish; whatever is still open after that is dropped here.
+        """
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for ws in list(self._handshaking):
@@ -209,7 +226,24 @@ class WebSocketServer:
         for ws in list(self.connections):
             ws.close(code, reason)
         if self.connections:
-            await asyncio.gather(*(ws.wait_closed() for ws in list(self.connections)))
+            await self._wait_closed(self.options.close_timeout + CLOSE_SLACK)
+        if self.connections or self._handshaking:
+            left = list(self.connections)
+            if left:
+                logger.warning(
+                    "%d connection(s) still open %.1f s after their close frame: dropped (%s)",
+                    len(left),
+                    self.options.close_timeout + CLOSE_SLACK,
+                    ", ".join(map(repr, left[:5])),
+                )
+            for ws in [*left, *self._handshaking]:
+                ws.abort()
+            if self.connections and not await self._wait_closed(CLOSE_SLACK):
+                logger.error(
+                    "%d connection(s) did not end when dropped: no longer waited for",
+                    len(self.connections),
+                )
+                self.connections.clear()
         for task in list(self._tasks):
             task.cancel()
         if self.heartbeat is not None:
@@ -217,6 +251,16 @@ class WebSocketServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+
+    async def _wait_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the open connections to end; whether they all did."""
+        waiters = [asyncio.ensure_future(ws.wait_closed()) for ws in list(self.connections)]
+        if not waiters:
+            return True
+        _done, pending = await asyncio.wait(waiters, timeout=timeout)
+        for waiter in pending:
+            waiter.cancel()
+        return not pending
 
     async def __aenter__(self) -> WebSocketServer:
         return self
