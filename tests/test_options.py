@@ -153,6 +153,7 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "rate_limit_messages_burst": None,
     "rate_limit_bytes": None,
     "rate_limit_bytes_burst": None,
+    "recovery": None,
 }
 
 SERVER_INVALID: dict[str, list[Any]] = {
@@ -183,6 +184,7 @@ SERVER_INVALID: dict[str, list[Any]] = {
     "rate_limit_bytes": [0, -5, math.nan, False, b"1"],
     # Below max_payload_length (1 MiB): the largest message could never pass; without its rate.
     "rate_limit_bytes_burst": [1024, 0, math.inf, 2 * 1024 * 1024],
+    "recovery": [True, {"max_disconnection": 1.0}, 120.0],
 }
 
 

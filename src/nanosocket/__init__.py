@@ -22,7 +22,7 @@ from .errors import (
     PayloadTooBig,
     ProtocolError,
 )
-from .options import ClientOptions, ServerOptions, WebSocketOptions
+from .options import ClientOptions, RecoveryOptions, ServerOptions, WebSocketOptions
 from .protocol.handshake import Headers, Request
 from .server import BroadcastOperator, Handshake, NanoSocket, RemoteSocket, Socket
 from .transport import SendStatus, WebSocket
@@ -57,6 +57,7 @@ __all__ = [
     "NanoSocketError",
     "PayloadTooBig",
     "ProtocolError",
+    "RecoveryOptions",
     "RedisAdapter",
     "RemoteSocket",
     "Request",

@@ -20,6 +20,7 @@ __all__ = [
     "ClientOptionsKwargs",
     "CompressionMode",
     "RateLimits",
+    "RecoveryOptions",
     "ServerOptions",
     "ServerOptionsKwargs",
     "WebSocketOptions",
@@ -203,6 +204,31 @@ def _check_origins(value: object) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class RecoveryOptions:
+    """Connection-state recovery (docs/guarantees.md): a client that comes back after an
+    unexpected loss gets its socket id, rooms, ``socket.data`` and the messages it missed."""
+
+    #: Seconds a session is kept after an unexpected loss; a client back later starts afresh.
+    max_disconnection: float = 120.0
+    #: Most messages the log of recent messages keeps (the oldest go first); a client whose gap
+    #: the log no longer covers starts afresh.
+    max_messages: int = 10_000
+    #: Most sessions kept at once (the oldest go first).
+    max_sessions: int = 10_000
+    #: Do not run the middleware chain again for a client that recovers its session.
+    skip_middleware: bool = False
+
+    def __post_init__(self) -> None:
+        _check_seconds("recovery.max_disconnection", self.max_disconnection)
+        _check_positive_int("recovery.max_messages", self.max_messages)
+        _check_positive_int("recovery.max_sessions", self.max_sessions)
+        if not isinstance(self.skip_middleware, bool):
+            raise ConfigurationError(
+                f"recovery.skip_middleware must be True or False, got {self.skip_middleware!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class ServerOptions:
     """Options of a NanoSocket server; the WebSocket limits are shared by every connection."""
 
@@ -267,9 +293,13 @@ class ServerOptions:
     #: Bytes a client may send at once; at least max_payload_length, so that one message of the
     #: largest allowed size can pass. None: one second's worth, at least max_payload_length.
     rate_limit_bytes_burst: float | None = None
+    #: Connection-state recovery (RecoveryOptions); None: off, and messages carry no offset.
+    recovery: RecoveryOptions | None = None
 
     def __post_init__(self) -> None:
         _check_positive_int("max_pending_messages", self.max_pending_messages)
+        if self.recovery is not None and not isinstance(self.recovery, RecoveryOptions):
+            raise ConfigurationError(f"recovery must be a RecoveryOptions or None, got {self.recovery!r}")
         _check_seconds("ack_timeout", self.ack_timeout)
         if not isinstance(self.monitoring, bool):
             raise ConfigurationError(f"monitoring must be True or False, got {self.monitoring!r}")
@@ -359,6 +389,7 @@ class ServerOptionsKwargs(TypedDict, total=False):
     rate_limit_messages_burst: float | None
     rate_limit_bytes: float | None
     rate_limit_bytes_burst: float | None
+    recovery: RecoveryOptions | None
 
 
 def server_options(**values: object) -> ServerOptions:

@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from ..errors import AckError
+from ..errors import AckError, ConfigurationError
+from ..options import RecoveryOptions
 from ..protocol.deflate import OutgoingMessage
 from ..protocol.handshake import Headers
 
@@ -37,6 +38,7 @@ __all__ = [
     "BroadcastTarget",
     "Member",
     "Node",
+    "Session",
     "SocketInfo",
 ]
 
@@ -81,6 +83,20 @@ class SocketInfo:
     data: Any
     #: The id of the node (adapter) the socket is connected to.
     node: str
+
+
+@dataclass(slots=True)
+class Session:
+    """What connection-state recovery keeps of a socket lost unexpectedly (docs/guarantees.md)."""
+
+    #: The private session id the client presents to recover (one use).
+    pid: str
+    socket_id: str
+    #: The rooms it was in when the connection was lost.
+    rooms: frozenset[str]
+    data: dict[str, Any] | None
+    #: When the loss was seen (``time.monotonic()``).
+    time: float
 
 
 class _NoReply:
@@ -337,6 +353,36 @@ class Adapter(ABC):
     @abstractmethod
     async def fetch_room_size(self, room: str, timeout: float | None = None) -> int:
         """How many members ``room`` has on all nodes together."""
+
+    # ---------------------------------------------------------------- recovery
+
+    def enable_recovery(self, options: RecoveryOptions) -> None:
+        """Keep a log of recent messages and the sessions of lost sockets (the server calls it
+        once, when ``recovery`` is on). An adapter that cannot raises ConfigurationError."""
+        raise ConfigurationError(f"{type(self).__name__} does not support connection-state recovery")
+
+    def log_message(self, payload: bytes, binary: bool, target: BroadcastTarget) -> bytes:
+        """Give an encoded envelope the next offset of the log and keep it; return the envelope
+        with its offset (``"o"``). Only called when recovery is on; ``broadcast`` does it itself."""
+        raise NotImplementedError
+
+    def recovery_position(self) -> tuple[str, int]:
+        """The log's epoch and its latest offset (what a client that received everything has)."""
+        raise NotImplementedError
+
+    def save_session(self, session: Session) -> None:
+        """Keep the session of a socket lost unexpectedly (for ``max_disconnection`` seconds)."""
+        raise NotImplementedError
+
+    def take_session(self, pid: object, epoch: object, offset: object) -> Session | None:
+        """Remove and return the session ``pid`` when it can be recovered: not expired, same
+        epoch, and the log still covers every offset after ``offset``; else None."""
+        raise NotImplementedError
+
+    def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
+        """The logged envelopes after ``offset`` addressed to the session's socket (its rooms,
+        minus exceptions, or its id), in order; None when the log no longer covers them."""
+        raise NotImplementedError
 
     @abstractmethod
     async def broadcast_with_ack(

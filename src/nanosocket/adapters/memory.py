@@ -11,10 +11,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import AckError
+from ..options import RecoveryOptions
 from ..protocol.deflate import OutgoingMessage, prepare_message
 from ..protocol.frames import BINARY, TEXT
 from ..rooms import RoomIndex
-from .base import NO_REPLY, AckResults, Adapter, AdapterStats, BroadcastTarget, Member, Node
+from .base import NO_REPLY, AckResults, Adapter, AdapterStats, BroadcastTarget, Member, Node, Session
+from .recovery import RecoveryLog
 
 __all__ = ["AckCollector", "MemoryAdapter"]
 
@@ -22,13 +24,15 @@ __all__ = ["AckCollector", "MemoryAdapter"]
 class MemoryAdapter(Adapter):
     """Keeps members and rooms in dictionaries; a broadcast writes one frame to each member."""
 
-    __slots__ = ("_by_id", "_compress_from", "_node", "_rooms", "stats")
+    __slots__ = ("_by_id", "_compress_from", "_node", "_recovery", "_rooms", "stats")
 
     def __init__(self) -> None:
         self._by_id: dict[str, Member] = {}
         self._rooms: RoomIndex[Member] = RoomIndex()
         self._node: Node | None = None
         self._compress_from: int | None = None
+        #: The log of recent messages and lost sessions; None while recovery is off.
+        self._recovery: RecoveryLog | None = None
         self.stats = AdapterStats()
 
     def attach(self, node: Node) -> None:
@@ -114,7 +118,37 @@ class MemoryAdapter(Adapter):
     # ------------------------------------------------- this node's part of cluster operations
 
     def broadcast(self, payload: bytes, binary: bool, target: BroadcastTarget) -> int:
+        if self._recovery is not None and not target.volatile:
+            payload = self._recovery.append(payload, binary, target)
         return self.fan_out(prepare_message(BINARY if binary else TEXT, payload, self._compress_from), target)
+
+    # ---------------------------------------------------------------- recovery
+
+    def enable_recovery(self, options: RecoveryOptions) -> None:
+        if self._recovery is None:
+            self._recovery = RecoveryLog(options)
+
+    def _recovery_log(self) -> RecoveryLog:
+        log = self._recovery
+        if log is None:
+            raise RuntimeError("recovery is not enabled on this adapter")
+        return log
+
+    def log_message(self, payload: bytes, binary: bool, target: BroadcastTarget) -> bytes:
+        return self._recovery_log().append(payload, binary, target)
+
+    def recovery_position(self) -> tuple[str, int]:
+        log = self._recovery_log()
+        return log.epoch, log.offset
+
+    def save_session(self, session: Session) -> None:
+        self._recovery_log().save(session)
+
+    def take_session(self, pid: object, epoch: object, offset: object) -> Session | None:
+        return self._recovery_log().take(pid, epoch, offset)
+
+    def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
+        return self._recovery_log().replay(session, offset)
 
     def add_sockets(self, target: BroadcastTarget, rooms: frozenset[str]) -> None:
         for member in self.members(target):

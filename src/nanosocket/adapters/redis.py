@@ -40,6 +40,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..errors import AckError, ConfigurationError
+from ..options import RecoveryOptions
 from ..protocol.deflate import prepare_message
 from ..protocol.frames import BINARY, TEXT
 from .base import AckResults, BroadcastTarget, Member
@@ -830,6 +831,13 @@ class RedisAdapter(MemoryAdapter):
         task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ cluster operations
+
+    def enable_recovery(self, options: RecoveryOptions) -> None:
+        """Not yet: a log shared by the nodes (Redis Streams) is still to come; this process's
+        own log would miss what other nodes send, so recovery is refused rather than partial."""
+        raise ConfigurationError(
+            "RedisAdapter does not support connection-state recovery yet (only MemoryAdapter does)"
+        )
 
     def broadcast(self, payload: bytes, binary: bool, target: BroadcastTarget) -> int:
         delivered = self.fan_out(

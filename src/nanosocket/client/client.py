@@ -245,13 +245,17 @@ class NanoSocketClient:
         "_connect_frame",
         "_deliberate",
         "_dropped",
+        "_epoch",
         "_handlers",
         "_inflight",
         "_local_cause",
+        "_offset",
         "_options",
+        "_pid",
         "_queue",
         "_ready",
         "_reconnect_attempt",
+        "_recovered",
         "_runner",
         "_state",
         "_url",
@@ -323,6 +327,12 @@ class NanoSocketClient:
         self._reconnect_attempt = 0
         self._deliberate = False
         self._local_cause: str | None = None
+        # Connection-state recovery: the session the server offered (private id, its log's epoch)
+        # and the offset of the last message received; sent back in the next $connect.
+        self._pid: str | None = None
+        self._epoch: str | None = None
+        self._offset = 0
+        self._recovered = False
         if auto_connect:
             try:
                 asyncio.get_running_loop()
@@ -347,6 +357,13 @@ class NanoSocketClient:
     @property
     def connection_state(self) -> ConnectionState:
         return self._state
+
+    @property
+    def recovered(self) -> bool:
+        """True when the current connection recovered the previous one's session: the same id
+        and rooms, and the messages sent meanwhile (delivered right after ``connect``); False on
+        a fresh session (docs/guarantees.md)."""
+        return self._recovered
 
     @property
     def reconnect_attempt(self) -> int:
@@ -393,6 +410,7 @@ class NanoSocketClient:
             self._fail_queued_calls(ConnectionClosedOK(1000, "client disconnect"))
             return
         self._deliberate = True
+        self._pid = None  # a deliberate disconnect ends the session
         ws = self._ws
         if self._state is ConnectionState.CONNECTED and ws is not None:
             ws.close(1000, "client disconnect")
@@ -708,7 +726,7 @@ class NanoSocketClient:
                 self._ws = ws
                 if ws.subprotocol != V1_SUBPROTOCOL:
                     raise InvalidHandshake(f"the server did not accept the {V1_SUBPROTOCOL} subprotocol")
-                frame = self._connect_frame
+                frame = self._connect_frame if self._pid is None else self._recovery_frame()
                 if not (
                     ws.send_bytes(frame.payload) if frame.binary else ws.send_text(frame.payload.decode())
                 ):
@@ -726,6 +744,28 @@ class NanoSocketClient:
             self._abandon(ws)
             raise
 
+    def _recovery_frame(self) -> _Outgoing:
+        """``$connect`` asking to recover the session: ``[auth, {pid, epoch, offset}]`` (a server
+        without recovery reads the auth and ignores the rest)."""
+        session = {"pid": self._pid, "epoch": self._epoch, "offset": self._offset}
+        payload, binary = encode({"event": "$connect", "data": [self._options.auth, session]})
+        return _Outgoing(payload, binary)
+
+    def _session_offered(self, answer: dict[str, Any]) -> None:
+        """Read the recovery part of the server's answer to ``$connect`` (none from a server
+        without recovery)."""
+        pid = answer.get("pid")
+        self._recovered = recovered = answer.get("recovered") is True and self._pid is not None
+        if not isinstance(pid, str):
+            self._pid = self._epoch = None
+            return
+        self._pid = pid
+        if not recovered:
+            # A fresh session: positions count from the server's latest offset.
+            epoch, offset = answer.get("epoch"), answer.get("offset")
+            self._epoch = epoch if isinstance(epoch, str) else None
+            self._offset = offset if type(offset) is int else 0
+
     def _abandon(self, ws: WebSocket | None) -> None:
         self._ws = None
         if ws is not None:
@@ -742,7 +782,9 @@ class NanoSocketClient:
                 for index, envelope in enumerate(envelopes):
                     event, args, _, _ = read_envelope(envelope)
                     if event == "$connect":
-                        socket_id = _first_dict(args).get("id")
+                        answer = _first_dict(args)
+                        self._session_offered(answer)
+                        socket_id = answer.get("id")
                         return ws, socket_id if isinstance(socket_id, str) else None, envelopes[index + 1 :]
                     if event in ("$connect_error", "connect_error"):
                         detail = _first_dict(args)
@@ -863,6 +905,13 @@ class NanoSocketClient:
             self._violation(ws, exc)
 
     def _envelope(self, ws: WebSocket, envelope: Any) -> None:
+        if type(envelope) is dict and "o" in envelope:
+            # A logged message (recovery on): each offset is handled once, in order.
+            offset = envelope["o"]
+            if type(offset) is int:
+                if offset <= self._offset:
+                    return
+                self._offset = offset
         event, args, ack, error = read_envelope(envelope)
         if event is None:
             assert ack is not None

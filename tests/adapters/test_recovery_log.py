@@ -1,0 +1,106 @@
+"""RecoveryLog: offsets, targets, bounds and one-use sessions, with values only (no sockets)."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import orjson
+import pytest
+
+from nanosocket.adapters.base import BroadcastTarget, Session
+from nanosocket.adapters.recovery import RecoveryLog, with_offset
+from nanosocket.errors import ConfigurationError
+from nanosocket.options import RecoveryOptions
+
+
+def envelope(n: int) -> bytes:
+    return orjson.dumps({"event": "e", "data": [n]})
+
+
+def session(pid: str = "p", sid: str = "s", rooms: frozenset[str] = frozenset({"a"})) -> Session:
+    return Session(pid, sid, rooms, {"k": 1}, time.monotonic())
+
+
+def test_offsets_are_spliced_into_json_and_msgpack() -> None:
+    assert orjson.loads(with_offset(envelope(1), False, 7)) == {"event": "e", "data": [1], "o": 7}
+    packed = msgpack.packb({"event": "e", "data": [b"\x00"]}, use_bin_type=True)
+    assert msgpack.unpackb(with_offset(packed, True, 8), raw=False) == {
+        "event": "e",
+        "data": [b"\x00"],
+        "o": 8,
+    }
+
+
+def test_offsets_increase_and_replay_follows_targets() -> None:
+    log = RecoveryLog(RecoveryOptions())
+    assert log.offset == 0 and log.covers(0)
+    targets = [
+        BroadcastTarget(rooms=frozenset({"a"})),  # 1: its room
+        BroadcastTarget(rooms=frozenset({"b"})),  # 2: another room
+        BroadcastTarget(rooms=frozenset({"s"})),  # 3: its id
+        BroadcastTarget(),  # 4: everyone
+        BroadcastTarget(except_rooms=frozenset({"a"})),  # 5: everyone but its room
+        BroadcastTarget(rooms=frozenset({"a"}), except_ids=frozenset({"s"})),  # 6: socket.to from it
+        BroadcastTarget(rooms=frozenset({"a", "b"}), except_rooms=frozenset({"x"})),  # 7
+    ]
+    for n, target in enumerate(targets, 1):
+        assert orjson.loads(log.append(envelope(n), False, target))["o"] == n
+    replayed = log.replay(session(), 0)
+    assert replayed is not None
+    assert [orjson.loads(payload)["data"][0] for payload, _ in replayed] == [1, 3, 4, 7]
+    tail = log.replay(session(), 3)
+    assert tail is not None and [orjson.loads(p)["o"] for p, _ in tail] == [4, 7]
+    assert log.replay(session(), 7) == []
+    assert log.replay(session(), 8) is None  # an offset the log never had
+
+
+def test_the_log_is_bounded_and_says_when_it_lost_a_gap() -> None:
+    log = RecoveryLog(RecoveryOptions(max_messages=3))
+    for n in range(1, 6):
+        log.append(envelope(n), False, BroadcastTarget())
+    assert len(log) == 3 and log.offset == 5
+    assert not log.covers(1) and log.covers(2) and log.covers(5)
+    assert log.replay(session(), 1) is None
+    replayed = log.replay(session(), 2)
+    assert replayed is not None and len(replayed) == 3
+
+
+def test_sessions_are_taken_once_and_need_the_epoch() -> None:
+    log = RecoveryLog(RecoveryOptions())
+    log.save(session("p1"))
+    assert log.take("unknown", log.epoch, 0) is None
+    assert log.take("p1", "another epoch", 0) is None  # spent all the same
+    assert log.take("p1", log.epoch, 0) is None
+    log.save(session("p2"))
+    taken = log.take("p2", log.epoch, 0)
+    assert taken is not None and taken.socket_id == "s" and taken.data == {"k": 1}
+    assert log.take("p2", log.epoch, 0) is None
+    assert log.take(None, log.epoch, 0) is None
+    log.save(session("p3"))
+    assert log.take("p3", log.epoch, "0") is None
+
+
+def test_sessions_are_bounded_and_expire() -> None:
+    log = RecoveryLog(RecoveryOptions(max_sessions=2))
+    for n in range(3):
+        log.save(session(f"p{n}"))
+    assert log.session_count == 2
+    assert log.take("p0", log.epoch, 0) is None
+    assert log.take("p2", log.epoch, 0) is not None
+    short = RecoveryLog(RecoveryOptions(max_disconnection=0.5))
+    short.save(Session("old", "s", frozenset(), None, time.monotonic() - 1.0))
+    assert short.take("old", short.epoch, 0) is None
+
+
+def test_two_logs_have_different_epochs() -> None:
+    assert RecoveryLog(RecoveryOptions()).epoch != RecoveryLog(RecoveryOptions()).epoch
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_disconnection", 0), ("max_messages", 0), ("max_sessions", -1), ("skip_middleware", 1)],
+)
+def test_options_are_validated(field: str, value: object) -> None:
+    with pytest.raises(ConfigurationError, match=f"recovery.{field}"):
+        RecoveryOptions(**{field: value})  # type: ignore[arg-type]
