@@ -56,8 +56,6 @@ cdef extern from "Python.h":
 
 
 cdef enum:
-    # The most room reserved for output at once, before anything is known of its size.
-    OUT_HINT_MAX = 256 * 1024
     # State values (protocol/websocket.py's State).
     OPEN = 1
     CLOSING = 2
@@ -274,8 +272,6 @@ cdef class WebSocketConnection:
     # What is queued for the peer: a bytes object of ours (grown in place) or, alone, a caller's.
     cdef PyObject* _out
     cdef Py_ssize_t _out_len
-    # While input is handled: its size, the first guess at the size of what it makes us send.
-    cdef Py_ssize_t _out_hint
     # How many bytes the pending partial frame needs before it is worth parsing again.
     cdef Py_ssize_t _need
     cdef long long _msg_frames
@@ -360,32 +356,45 @@ cdef class WebSocketConnection:
         """Feed bytes read from the peer; handler calls happen before this returns."""
         if self._state == CLOSED:
             return
+        cdef bytearray buf = self._pending
+        cdef bint ours = False
+        if buf is not None:
+            buf += data
+            if PyByteArray_GET_SIZE(buf) < self._need:
+                return
+            data = buf
+            self._pending = None
+            ours = True
         cdef Py_buffer view
         cdef const unsigned char* start
-        cdef Py_ssize_t end, pos
-        cdef Py_ssize_t offset = 0
-        # A bytearray (the caller's) cannot be resized while we read it.
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        try:
-            start = <const unsigned char*> view.buf
-            end = view.len
-            self._out_hint = end if end < OUT_HINT_MAX else OUT_HINT_MAX
-            if self._pending is not None:
-                # The pending frame takes only the bytes it still needs; the rest is parsed
-                # where it is, not copied behind it.
-                offset = _complete_pending(self, start, end)
-                if offset < 0:
-                    return
+        cdef Py_ssize_t end
+        cdef Py_ssize_t pos
+        if type(data) is bytes:
+            start = <const unsigned char*> PyBytes_AS_STRING(data)
+            end = PyBytes_GET_SIZE(data)
             try:
-                pos = offset + _parse(self, start + offset, end - offset)
+                pos = _parse(self, start, end)
             except ProtocolError as exc:
                 self.fail(exc.close_code, str(exc))
                 return
-            if pos < end and self._state != CLOSED:
+        else:
+            # A bytearray (ours, or the caller's) cannot be resized while we read it.
+            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+            try:
+                start = <const unsigned char*> view.buf
+                end = view.len
+                try:
+                    pos = _parse(self, start, end)
+                except ProtocolError as exc:
+                    self.fail(exc.close_code, str(exc))
+                    return
+            finally:
+                PyBuffer_Release(&view)
+        if pos < end and self._state != CLOSED:
+            if pos == 0 and ours:
+                self._pending = <bytearray> data
+            else:
                 self._pending = PyByteArray_FromStringAndSize(<char*> start + pos, end - pos)
-        finally:
-            self._out_hint = 0
-            PyBuffer_Release(&view)
 
     def receive_eof(self):
         """The peer closed the TCP connection (or it dropped)."""
@@ -496,47 +505,6 @@ cdef class WebSocketConnection:
 
 
 # ------------------------------------------------------------------------- frame loop
-
-
-cdef Py_ssize_t _complete_pending(WebSocketConnection self, const unsigned char* data,
-                                  Py_ssize_t end) except -2:
-    """Move into the pending partial frame the bytes of ``data`` it still needs and handle it once
-    complete; return how many bytes of ``data`` were used, or -1 when there is nothing more to
-    parse (all of ``data`` is pending, or the connection is closed)."""
-    cdef bytearray buf = self._pending
-    cdef Py_ssize_t offset = 0
-    cdef Py_ssize_t size, take, used
-    cdef Py_buffer view
-    while True:
-        size = PyByteArray_GET_SIZE(buf)
-        take = self._need - size
-        if take > end - offset:
-            take = end - offset
-        if take > 0:
-            PyByteArray_Resize(buf, size + take)
-            memcpy(PyByteArray_AS_STRING(buf) + size, data + offset, take)
-            offset += take
-            size += take
-        if size < self._need:
-            return -1
-        self._pending = None
-        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-        try:
-            try:
-                used = _parse(self, <const unsigned char*> view.buf, size)
-            except ProtocolError as exc:
-                self.fail(exc.close_code, str(exc))
-                return -1
-        finally:
-            PyBuffer_Release(&view)
-        if self._state == CLOSED:
-            return -1
-        if used >= size:
-            return offset
-        # Its header is complete now and tells how much more the frame needs.
-        if used:
-            del buf[:used]
-        self._pending = buf
 
 
 cdef Py_ssize_t _parse(WebSocketConnection self, const unsigned char* data, Py_ssize_t end) except -1:
@@ -846,23 +814,21 @@ cdef unsigned char* _reserve(WebSocketConnection self, Py_ssize_t extra) except 
     cdef Py_ssize_t size = used + extra
     cdef PyObject* fresh
     if out == NULL:
-        # Outside a read, exactly the size of the first frame: a lone frame is handed over without
-        # a copy. While a read is handled, room for as much as was read (an echo, replies about
-        # the size of their requests): no copy each time the output grows.
-        out = _new_bytes(NULL, extra if extra >= self._out_hint else self._out_hint)
+        # Exactly the size of the first frame: a lone frame is handed over without a copy.
+        out = _new_bytes(NULL, extra)
         self._out = out
         self._out_owned = 1
         return <unsigned char*> _bytes_data(out)
     if not self._out_owned:
         # A caller's frame waits alone: continue in a buffer of our own.
-        fresh = _new_bytes(NULL, size * 2)
+        fresh = _new_bytes(NULL, size + (size >> 1))
         memcpy(_bytes_data(fresh), _bytes_data(out), used)
         self._out = fresh
         self._out_owned = 1
         Py_XDECREF(out)
     elif _bytes_size(out) < size:
         try:
-            _PyBytes_Resize(&out, size * 2)
+            _PyBytes_Resize(&out, size + (size >> 1))
         finally:
             # On failure the old buffer is gone (out is NULL): the queued frames are lost with it.
             self._out = out
