@@ -62,6 +62,9 @@ logger = logging.getLogger("nanosocket.adapters.redis")
 #: Most messages one pipelined write carries.
 _BATCH: Final = 512
 
+#: Times close() waits (command_timeout / 2 each) for its tasks, cancelling again those that go on.
+_STOP_ROUNDS: Final = 4
+
 #: The characters of a socket id (``secrets.token_urlsafe``); 20 of them make one.
 _ID_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
@@ -321,7 +324,7 @@ class RedisAdapter(MemoryAdapter):
             tasks.append(self._rooms_sync)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stopped(tasks)
         for pending in self._outbox:
             self.stats.publish_failures += 1
             if pending[3] is not None:
@@ -336,6 +339,25 @@ class RedisAdapter(MemoryAdapter):
         self._client = self._sub_client = None
         self._subscribed = False
         self._started = False
+
+    async def _stopped(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Wait for cancelled tasks to end, cancelling again those that go on: a cancellation
+        that lands while the Redis client reads a reply can be lost (a subscriber session that
+        was subscribing then listens for good). Bounded: what is still running is logged."""
+        pending = {task for task in tasks if not task.done()}
+        for _ in range(_STOP_ROUNDS):
+            if not pending:
+                return
+            _done, pending = await asyncio.wait(pending, timeout=self.command_timeout / 2)
+            for task in pending:
+                task.cancel()
+        if pending:
+            logger.error(
+                "RedisAdapter node %s: %d task(s) did not stop when cancelled, left running: %s",
+                self._id,
+                len(pending),
+                ", ".join(sorted(task.get_name() for task in pending)),
+            )
 
     # ------------------------------------------------------------------ health
 

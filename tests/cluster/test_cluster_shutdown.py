@@ -1,0 +1,37 @@
+"""A node's close while its RedisAdapter re-subscribes (adapters/redis.py).
+
+A node whose loop is busy (a worker closing 12,500 clients) can miss its own canary and declare
+its subscription deaf: the subscriber then starts a new session, during the shutdown. A session
+cancelled while it subscribes may not end (the cancellation can be lost in the Redis client's
+reads), and the adapter's close() waited for it for good: the worker never exited. Each step of
+the loop between the new session and the close is tried, on both loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cluster_kit import Cluster, within
+
+from nanosocket import RedisAdapter
+
+
+async def new_session(adapter: RedisAdapter, old: Any) -> None:
+    """Return in the loop iteration where the subscriber has started a new session."""
+    while adapter._session is old:  # noqa: ASYNC110 - counted loop iterations, no event to wait on
+        await asyncio.sleep(0)
+
+
+async def test_close_ends_while_a_deaf_subscription_is_being_repaired(cluster: Cluster) -> None:
+    for steps in range(12):
+        server = await cluster.node(reconnect_delay=0.01, canary_interval=5.0)
+        adapter = cluster.adapter_of(server)
+        old = adapter._session
+        adapter._became_deaf(1.0)  # what the canary does when its own message does not come back
+        await within(new_session(adapter, old))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        await within(server.close())
+        assert adapter._session is None or adapter._session.done(), steps
+        assert not any(not task.done() for task in adapter._tasks), steps
