@@ -123,7 +123,16 @@ class Nginx:
         )
 
     def start(self) -> None:
-        command = [self.binary, "-p", str(self.directory), "-c", str(self.conf)]
+        # -e: the error log from the start (before the config names it), not the distribution's.
+        command = [
+            self.binary,
+            "-p",
+            str(self.directory),
+            "-e",
+            str(self.directory / "error.log"),
+            "-c",
+            str(self.conf),
+        ]
         test = subprocess.run([*command, "-t"], check=False, capture_output=True, timeout=60)
         assert test.returncode == 0, f"nginx rejects the docs' config:\n{test.stderr.decode()}"
         self.process = subprocess.Popen(
