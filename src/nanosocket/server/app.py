@@ -134,6 +134,8 @@ class NanoSocket:
         self.host = host
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
         self.adapter.attach(ClusterNode(self))
+        if self.options.recovery is not None:
+            self.adapter.enable_recovery(self.options.recovery)
         self.stats = Stats()
         self._handlers = HandlerRegistry()
         self._middleware: list[Middleware] = []
@@ -144,6 +146,8 @@ class NanoSocket:
         self._admissions: set[asyncio.Task[Any]] = set()
         #: Async event handlers still running (cancelled by close()).
         self._handler_tasks: set[asyncio.Task[Any]] = set()
+        #: Connected sockets by their private session id (connection-state recovery on).
+        self._live_sessions: dict[str, Socket] = {}
         self._dashboard = Dashboard(self) if self.options.dashboard else None
 
     # ----------------------------------------------------------------- events
@@ -421,7 +425,8 @@ class NanoSocket:
         Socket(self, ws, request)._start()
 
     def _admit(self, socket: Socket) -> asyncio.Task[Any] | None:
-        if not self._middleware:
+        recovery = self.options.recovery
+        if not self._middleware or (recovery is not None and recovery.skip_middleware and socket.recovered):
             socket._accept()
             return None
         try:
@@ -562,8 +567,10 @@ class NanoSocket:
             raise RuntimeError("the adapter can only be replaced before the server listens")
         if not isinstance(adapter, Adapter):
             raise ConfigurationError(f"adapter must be an Adapter, got {adapter!r}")
-        self.adapter = adapter
         adapter.attach(ClusterNode(self))
+        if self.options.recovery is not None:
+            adapter.enable_recovery(self.options.recovery)
+        self.adapter = adapter
 
     def run(self, *, workers: int = 1, shutdown_timeout: float = 30.0) -> None:
         """Run the server on uvloop until SIGINT/SIGTERM (blocking).

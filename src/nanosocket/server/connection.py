@@ -16,7 +16,7 @@ from enum import IntEnum
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ..adapters.base import Adapter
+from ..adapters.base import Adapter, Session
 from ..dispatch import AckTable, HandlerRegistry, Suspended, fitting_args, invoke
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
@@ -86,6 +86,8 @@ class ConnectionHost(Protocol):
     stats: Stats
     #: Async event handlers still running (held so that none is collected while it waits).
     _handler_tasks: set[asyncio.Task[Any]]
+    #: Connected sockets by their private session id (connection-state recovery on).
+    _live_sessions: dict[str, Socket]
 
     def _admit(self, socket: Socket) -> asyncio.Task[Any] | None:
         """Run the connect step (middleware) for a socket whose ``$connect`` has arrived; return
@@ -151,6 +153,13 @@ def _rate_limits(options: ServerOptions) -> RateLimits | None:
     return options.rate_limits()
 
 
+#: Disconnect reasons after which a session is kept for recovery: losses, not decisions (a
+#: client's or the server's disconnect, a policy close) of either side.
+RECOVERABLE: Final = frozenset(
+    {"transport close", "ping timeout", "transport error", "server shutting down", "client going away"}
+)
+
+
 def _close_reason(code: int, reason: str) -> str:
     """The disconnect reason handlers see for a close the server did not initiate itself."""
     if code in (1000, 1005):
@@ -181,7 +190,9 @@ class Connection:
         "_handlers",
         "_host",
         "_pending",
+        "_pid",
         "_request",
+        "_session",
         "_state",
         "_time",
         "_v1",
@@ -208,6 +219,10 @@ class Connection:
         self._disconnect_reason: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._admission: asyncio.Task[Any] | None = None
+        # Connection-state recovery: the private session id given to the client (None while
+        # recovery is off), and the session it recovered with its offset.
+        self._pid: str | None = None
+        self._session: tuple[Session, int] | None = None
         limits = _rate_limits(host.options)
         self._buckets = TokenBuckets(limits) if limits is not None else None
         ws.on_message = self._receive if limits is None else self._receive_limited
@@ -381,6 +396,8 @@ class Connection:
                 return
             auth = args[0] if args else None
             self._auth = auth if auth is not None else {}
+            if len(args) > 1 and self._host.options.recovery is not None:
+                self._restore(args[1])
             self._admission = self._host._admit(self._as_socket())
             return
         pending = self._pending
@@ -399,9 +416,13 @@ class Connection:
         self._end_connect_step()
         self._state = SocketState.CONNECTED
         host = self._host
-        host.adapter.register(self._as_socket())
-        if self._v1:
-            self._send_envelope({"event": "$connect", "data": [{"id": self.id}]})
+        if host.options.recovery is not None and self._v1:
+            if not self._resume():
+                return
+        else:
+            host.adapter.register(self._as_socket())
+            if self._v1:
+                self._send_envelope({"event": "$connect", "data": [{"id": self.id}]})
         host._socket_connected(self._as_socket())
         pending, self._pending = self._pending, None
         if pending:
@@ -425,6 +446,74 @@ class Connection:
         except TypeError:
             self._send_envelope({"event": event, "data": [{"message": body["message"], "data": None}]})
         self._ws.close(1008, "connection refused")
+
+    # ------------------------------------------------- connection-state recovery
+
+    def _restore(self, request: object) -> None:
+        """The client asks to recover a session (``$connect``'s second argument): when the
+        adapter still has it, take back its id and data (rooms and missed messages follow at
+        acceptance). Anything malformed or unknown is a fresh start, never an error."""
+        if type(request) is not dict:
+            return
+        pid, session_offset = request.get("pid"), request.get("offset")
+        host = self._host
+        if type(pid) is str and (old := host._live_sessions.get(pid)) is not None:
+            old._taken_over()
+        session = host.adapter.take_session(pid, request.get("epoch"), session_offset)
+        if session is None:
+            return
+        assert type(session_offset) is int
+        self.id = session.socket_id
+        self._data = session.data
+        self._session = (session, session_offset)
+
+    def _taken_over(self) -> None:
+        """This connection's client is back on a new one (it found this one dead before the
+        server did): end this one now as lost, so that its session is kept for the new one."""
+        self._disconnect_reason = "transport close"
+        self._ws.abort()
+        if self._state is not SocketState.DISCONNECTED:
+            self._closed(1006, "")
+
+    def _resume(self) -> bool:
+        """Accept with recovery on, in one synchronous step: register (with the session's rooms
+        when recovering), answer ``$connect`` (pid, epoch, offset, recovered) and write the missed
+        messages, so that nothing falls in between. False when the log lost the gap meanwhile
+        (the connection is then closed with 1013 and the client starts afresh next time)."""
+        adapter = self._host.adapter
+        missed: list[tuple[bytes, bool]] | None = None
+        restored = self._session
+        if restored is not None:
+            missed = adapter.replay(*restored)
+            if missed is None:
+                self._session = None
+                self._state = SocketState.CONNECTING
+                self._ws.close(1013, "recovery no longer possible")
+                return False
+        socket = self._as_socket()
+        if adapter.get(self.id) is not None:
+            # The id is live again (a recovered socket that the server has not seen lost yet):
+            # never two sockets with one id.
+            self.id = new_socket_id()
+            self._session = missed = self._data = None
+        adapter.register(socket)
+        if self._session is not None:
+            adapter.join(socket, self._session[0].rooms)
+        self._pid = pid = secrets.token_urlsafe(18)  # the private session id: 144 random bits
+        self._host._live_sessions[pid] = socket
+        epoch, offset = adapter.recovery_position()
+        answer = {
+            "id": self.id,
+            "pid": self._pid,
+            "epoch": epoch,
+            "offset": offset,
+            "recovered": bool(missed is not None),
+        }
+        self._send_envelope({"event": "$connect", "data": [answer]})
+        if missed:
+            for payload, binary in missed:
+                self._write_message(payload, binary)
+        return True
 
     # ------------------------------------------------------------ frames out
 
@@ -550,6 +639,21 @@ class Connection:
             host.stats.backpressure_closes += 1
         # Rooms are still readable in "disconnecting"; they are gone by "disconnect".
         self._emit_local("disconnecting", why)
+        pid = self._pid
+        if pid is not None:
+            live = host._live_sessions
+            if live.get(pid) is self:
+                del live[pid]
+        if pid is not None and why in RECOVERABLE:
+            host.adapter.save_session(
+                Session(
+                    pid,
+                    self.id,
+                    frozenset(host.adapter.rooms_of(self._as_socket())),
+                    self._data,
+                    _monotonic(),
+                )
+            )
         host.adapter.unregister(self._as_socket())
         self._emit_local("disconnect", why)
         host._socket_disconnected(self._as_socket(), why)

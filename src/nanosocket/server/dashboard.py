@@ -25,6 +25,7 @@ import hmac
 import ipaddress
 import logging
 import time
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
@@ -79,7 +80,8 @@ class Dashboard:
 
     def __init__(self, app: NanoSocket) -> None:
         self._app = app
-        self.options = app.options
+        # The app's options, without recovery: dashboard sockets start afresh every time.
+        self.options = replace(app.options, recovery=None)
         #: The dashboard sockets (never the app's adapter).
         self.adapter: Adapter = MemoryAdapter()
         #: The dashboard sockets' own traffic (never counted in the app's stats).
@@ -87,6 +89,7 @@ class Dashboard:
         self._ticker: asyncio.TimerHandle | None = None
         self._admissions: set[asyncio.Task[Any]] = set()
         self._handler_tasks: set[asyncio.Task[Any]] = set()
+        self._live_sessions: dict[str, Socket] = {}
         self._last: tuple[float, int, int, int] | None = None
 
     # ------------------------------------------------------------------- HTTP

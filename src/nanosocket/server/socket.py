@@ -112,6 +112,8 @@ class Socket(Connection):
 
     def emit(self, event: str, *args: Any) -> SendStatus:
         """Send ``event`` with ``args`` to this client; DROPPED when it is not connected."""
+        if self._pid is not None:
+            return self._emit_logged(event, args)
         if self._state is not _CONNECTED:
             check_emit_name(event)
             return _DROPPED
@@ -127,6 +129,26 @@ class Socket(Connection):
             return status
         payload, binary = encode_emit(event, args)
         return self._write_message(payload, binary)
+
+    def _emit_logged(self, event: str, args: tuple[Any, ...]) -> SendStatus:
+        """``emit`` with recovery on: the message takes its offset in the log (so a client that
+        misses it gets it when it recovers), then goes to the connected socket of this id: this
+        one, or the one that recovered its session."""
+        payload, binary = encode_emit(event, args)
+        adapter = self._host.adapter
+        payload = adapter.log_message(payload, binary, BroadcastTarget(rooms=frozenset((self.id,))))
+        if self._state is _CONNECTED:
+            return self._write_message(payload, binary)
+        member = adapter.get(self.id)
+        if isinstance(member, Socket) and member is not self and member._state is _CONNECTED:
+            return member._write_message(payload, binary)
+        return _DROPPED
+
+    @property
+    def recovered(self) -> bool:
+        """True when this connection recovered the session of an earlier one (its id, rooms,
+        data and the messages it missed): connection-state recovery, ``recovery`` option."""
+        return self._session is not None
 
     @property
     def volatile(self) -> _VolatileEmitter:

@@ -1,0 +1,408 @@
+"""Connection-state recovery end to end: a real server, the Python client, and the fault proxy
+between them cutting the line (reset: RST both ways; blackhole: silence until heartbeats notice).
+
+Every wait is bounded by a hang guard only to turn a hang into a failure; nothing is timed. The
+few sleeps make a cut last (about 2 s) or outlast ``max_disconnection``: durations of faults,
+never assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from fault_proxy import FaultProxy
+
+from nanosocket import (
+    NanoSocket,
+    NanoSocketClient,
+    RecoveryOptions,
+    Socket,
+    WebSocketOptions,
+    connect,
+)
+from nanosocket.options import MiB
+
+GUARD = 20.0
+CUT = 2.0
+# The server notices a silent line quickly (about 1 s: idle_timeout, then close_timeout), the
+# client slowly (at least 2.5 s): through a blackhole the server has kept the session before
+# the client comes back.
+SERVER_HEARTBEAT: dict[str, Any] = {"idle_timeout": 0.5, "close_timeout": 0.3}
+CLIENT_TRANSPORT = WebSocketOptions(
+    idle_timeout=2.5, close_timeout=0.3, max_backpressure=1 * MiB, backpressure_policy="drop"
+)
+
+
+async def until(condition: Callable[[], object]) -> None:
+    async def poll() -> None:
+        while not condition():  # noqa: ASYNC110 - conditions changed by loop events
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), GUARD)
+
+
+class App:
+    """A server with recovery; on a fresh connection the socket joins "room" and gets data."""
+
+    def __init__(self, port: int = 0, heartbeat: dict[str, Any] = SERVER_HEARTBEAT, **recovery: Any) -> None:
+        options = RecoveryOptions(**recovery) if recovery.pop("off", False) is False else None
+        self.server = NanoSocket(port=port, host="127.0.0.1", recovery=options, **heartbeat)
+        self.connections: list[Socket] = []
+        self.disconnections: list[tuple[str, str]] = []
+        self.middleware_runs = 0
+        self.counter = 0
+
+        @self.server.on("connection")
+        def connection(socket: Socket) -> None:
+            if not socket.recovered:
+                socket.join(["room", "other"])
+                socket.data["fresh_id"] = socket.id
+            self.connections.append(socket)
+
+        @self.server.on("disconnect")
+        def disconnect(socket: Socket, reason: str) -> None:
+            self.disconnections.append((socket.id, reason))
+
+    @property
+    def last(self) -> Socket:
+        return self.connections[-1]
+
+    def send_all_kinds(self, count: int = 3) -> None:
+        """Messages to the client's room, to its id, by the old socket object, to everyone; and
+        some it must not get (a room it is not in, a broadcast excepting its room)."""
+        sid = self.last.id
+        for _ in range(count):
+            self.server.to("room").emit("msg", self._next())
+            self.server.to(sid).emit("msg", self._next())
+            self.last.emit("msg", self._next())
+            self.server.broadcast("msg", self._next())
+            self.server.to("elsewhere").emit("msg", -1)
+            self.server.except_("other").emit("msg", -1)
+            self.server.volatile.to("room").emit("volatile", -1)
+
+    def _next(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    async def listen(self) -> None:
+        await self.server.listen()
+
+
+class Client:
+    def __init__(self, url: str, transport: WebSocketOptions = CLIENT_TRANSPORT) -> None:
+        self.client = NanoSocketClient(
+            url,
+            auto_connect=False,
+            reconnection_delay=0.05,
+            reconnection_delay_max=0.2,
+            randomization_factor=0,
+            options=transport,
+        )
+        self.got: list[int] = []
+        self.connects: list[tuple[str | None, bool]] = []
+        self.client.on("msg", self.got.append)
+        self.client.on("connect", lambda: self.connects.append((self.client.id, self.client.recovered)))
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Callable[..., Awaitable[tuple[App, FaultProxy, Client]]]]:
+    opened: list[Any] = []
+
+    async def make(
+        heartbeat: dict[str, Any] = SERVER_HEARTBEAT,
+        transport: WebSocketOptions = CLIENT_TRANSPORT,
+        **recovery: Any,
+    ) -> tuple[App, FaultProxy, Client]:
+        app = App(heartbeat=heartbeat, **recovery)
+        await app.listen()
+        proxy = await FaultProxy(app.server.port).start()
+        client = Client(proxy.url, transport)
+        opened.extend([client, proxy, app])
+        await asyncio.wait_for(client.client.connect(), GUARD)
+        await until(lambda: app.connections)
+        return app, proxy, client
+
+    yield make
+    for item in opened:
+        if isinstance(item, Client):
+            await item.client.disconnect()
+        elif isinstance(item, FaultProxy):
+            await item.close()
+        else:
+            await item.server.close()
+
+
+async def cut(app: App, proxy: FaultProxy, client: Client, how: str, *, during: int = 3) -> None:
+    """Cut the line for about CUT seconds, sending messages of every kind meanwhile, and wait
+    until the client is connected again."""
+    connects = len(client.connects)
+    lost = len(app.disconnections)
+    if how == "reset":
+        proxy.reset()
+    else:
+        proxy.blackhole()
+        # Written to a connection the server still thinks alive: lost in the hole.
+        app.send_all_kinds(during)
+    await until(lambda: len(app.disconnections) > lost)
+    app.send_all_kinds(during)
+    await asyncio.sleep(CUT)  # the rest of the cut
+    proxy.restore()
+    await until(lambda: len(client.connects) > connects)
+
+
+def expected(app: App) -> list[int]:
+    return list(range(1, app.counter + 1))
+
+
+@pytest.mark.parametrize("how", ["reset", "blackhole"])
+async def test_a_cut_is_recovered_exactly_once_in_order(stack: Any, how: str) -> None:
+    app, proxy, client = await stack()
+    first = app.last
+    app.send_all_kinds()
+    await until(lambda: len(client.got) == app.counter)
+    await cut(app, proxy, client, how)
+    assert client.connects[-1] == (first.id, True)
+    assert app.last.recovered and app.last.id == first.id
+    assert app.last.joined_rooms == {"room", "other"}
+    assert app.last.data == {"fresh_id": first.id}
+    app.send_all_kinds()  # live again after the replay
+    await until(lambda: len(client.got) >= app.counter)
+    assert client.got == expected(app)
+
+
+async def test_a_client_that_sees_the_loss_first_takes_its_session_over(stack: Any) -> None:
+    # Here the client's heartbeat notices the blackhole first: when it comes back, the server
+    # still holds the old connection. Presenting its pid ends that one as lost and recovers it.
+    app, proxy, client = await stack(
+        heartbeat={"idle_timeout": 30.0},
+        transport=WebSocketOptions(
+            idle_timeout=0.5, close_timeout=0.3, max_backpressure=1 * MiB, backpressure_policy="drop"
+        ),
+    )
+    first = app.last
+    proxy.blackhole()
+    app.send_all_kinds()  # into the hole
+    await asyncio.sleep(CUT)  # the cut
+    app.send_all_kinds()
+    proxy.restore()
+    await until(lambda: len(client.connects) == 2)
+    assert app.disconnections == [(first.id, "transport close")]
+    assert client.connects[-1] == (first.id, True)
+    assert app.last.recovered and app.last is not first and app.server.sockets[first.id] is app.last
+    assert app.last.joined_rooms == {"room", "other"}
+    app.send_all_kinds()
+    await until(lambda: len(client.got) >= app.counter)
+    assert client.got == expected(app)
+
+
+async def test_five_cuts_in_a_row(stack: Any) -> None:
+    app, proxy, client = await stack()
+    first_id = app.last.id
+    for how in ("reset", "blackhole", "reset", "reset", "blackhole"):
+        await cut(app, proxy, client, how, during=2)
+        assert client.connects[-1] == (first_id, True)
+    app.send_all_kinds(1)
+    await until(lambda: len(client.got) >= app.counter)
+    assert client.got == expected(app)
+    assert [recovered for _, recovered in client.connects] == [False] + [True] * 5
+
+
+async def test_nothing_sent_since_the_disconnect(stack: Any) -> None:
+    app, proxy, client = await stack()
+    first_id = app.last.id
+    proxy.reset()
+    await until(lambda: app.disconnections)
+    proxy.restore()
+    await until(lambda: len(client.connects) == 2)
+    assert client.connects[-1] == (first_id, True)
+    app.send_all_kinds(1)
+    await until(lambda: len(client.got) >= app.counter)
+    assert client.got == expected(app)
+
+
+async def test_a_cut_longer_than_max_disconnection_starts_afresh(stack: Any) -> None:
+    app, proxy, client = await stack(max_disconnection=0.3)
+    first_id = app.last.id
+    proxy.reset()
+    await until(lambda: app.disconnections)
+    app.send_all_kinds(1)
+    await asyncio.sleep(0.6)  # outlast max_disconnection
+    proxy.restore()
+    await until(lambda: len(client.connects) == 2)
+    new_id, recovered = client.connects[-1]
+    assert not recovered and not client.client.recovered
+    assert new_id != first_id and not app.last.recovered
+    assert app.last.data == {"fresh_id": new_id}
+
+
+async def test_a_log_that_lost_the_gap_starts_afresh(stack: Any) -> None:
+    app, proxy, client = await stack(max_messages=3)
+    first_id = app.last.id
+    proxy.reset()
+    await until(lambda: app.disconnections)
+    app.send_all_kinds(2)  # 8 logged messages: more than the log keeps
+    proxy.restore()
+    await until(lambda: len(client.connects) == 2)
+    assert client.connects[-1][1] is False and client.connects[-1][0] != first_id
+    # Positions count from the new session: what follows arrives.
+    before = app.counter
+    app.send_all_kinds(1)
+    await until(lambda: len(client.got) >= 4)
+    assert client.got == list(range(before + 1, app.counter + 1))
+
+
+@pytest.mark.parametrize("skip", [False, True])
+async def test_recovery_runs_the_middleware_unless_skipped(stack: Any, skip: bool) -> None:
+    app, proxy, client = await stack(skip_middleware=skip)
+    runs: list[bool] = []
+
+    @app.server.use
+    def count(socket: Socket, next: Callable[..., None]) -> None:
+        runs.append(socket.recovered)
+        next()
+
+    proxy.reset()
+    await until(lambda: app.disconnections)
+    proxy.restore()
+    await until(lambda: len(client.connects) == 2)
+    assert client.connects[-1][1] is True
+    assert runs == ([] if skip else [True])
+
+
+# ----------------------------------------------------------------- server restarts
+
+
+async def test_a_restarted_server_cannot_recover_memory_sessions() -> None:
+    app = App()
+    await app.listen()
+    port = app.server.port
+    async with FaultProxy(port) as proxy:
+        client = Client(proxy.url)
+        try:
+            await asyncio.wait_for(client.client.connect(), GUARD)
+            first_id = client.client.id
+            await app.server.close()  # 1001: recoverable, but this process's log goes with it
+            again = App(port=port)
+            await again.listen()
+            try:
+                await until(lambda: len(client.connects) == 2)
+                new_id, recovered = client.connects[-1]
+                assert not recovered and new_id != first_id
+            finally:
+                await client.client.disconnect()
+                await again.server.close()
+        finally:
+            await client.client.disconnect()
+
+
+async def test_the_same_server_listening_again_recovers_after_1001() -> None:
+    app = App()
+    await app.listen()
+    port = app.server.port
+    async with FaultProxy(port) as proxy:
+        client = Client(proxy.url)
+        try:
+            await asyncio.wait_for(client.client.connect(), GUARD)
+            first_id = client.client.id
+            await app.server.close()
+            assert app.disconnections[-1][1] == "server shutting down"
+            app.server.to("room").emit("msg", app._next())
+            await app.server.listen(port)
+            await until(lambda: len(client.connects) == 2)
+            assert client.connects[-1] == (first_id, True)
+            await until(lambda: client.got)
+            assert client.got == [1]
+        finally:
+            await client.client.disconnect()
+            await app.server.close()
+
+
+# ------------------------------------------------------------- the session id itself
+
+
+async def raw_connect(port: int, *session: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    ws = await connect(f"ws://127.0.0.1:{port}", subprotocols=("nanosocket.v1",))
+    ws.send_text(orjson.dumps({"event": "$connect", "data": [None, *session]}).decode())
+    answer = orjson.loads(await asyncio.wait_for(ws.recv(), GUARD))
+    assert answer["event"] == "$connect"
+    return ws, answer["data"][0]
+
+
+async def test_a_pid_is_used_once_and_cannot_be_forged() -> None:
+    app = App()
+    await app.listen()
+    try:
+        port = app.server.port
+        ws, first = await raw_connect(port)
+        assert first["recovered"] is False and len(first["pid"]) >= 24
+        ws.abort()
+        await until(lambda: app.disconnections)
+        position = {"pid": first["pid"], "epoch": first["epoch"], "offset": first["offset"]}
+        for request in ({**position, "pid": "A" * 24}, {"offset": 0}, "not an object"):
+            other, answer = await raw_connect(port, request)
+            assert answer["recovered"] is False and answer["id"] != first["id"]
+            other.abort()
+        # Unknown pids consumed nothing: the real one still recovers.
+        ws2, second = await raw_connect(port, position)
+        assert second["recovered"] is True and second["id"] == first["id"]
+        assert second["pid"] != first["pid"]
+        ws2.abort()
+        await until(lambda: len(app.disconnections) >= 5)
+        ws3, third = await raw_connect(port, position)  # the first pid, again
+        assert third["recovered"] is False and third["id"] != first["id"]
+        ws3.abort()
+        await until(lambda: len(app.disconnections) >= 6)
+        # A pid presented with a wrong epoch or an offset the log never had is spent all the same.
+        for wrong in ({"epoch": "another"}, {"offset": second["offset"] + 1}):
+            ws4, fourth = await raw_connect(port)
+            ws4.abort()
+            await until(lambda: app.disconnections[-1][0] == fourth["id"])  # noqa: B023
+            retry = {"pid": fourth["pid"], "epoch": fourth["epoch"], "offset": fourth["offset"]}
+            ws5, fifth = await raw_connect(port, {**retry, **wrong})
+            assert fifth["recovered"] is False
+            ws5.abort()
+            ws6, sixth = await raw_connect(port, retry)
+            assert sixth["recovered"] is False and sixth["id"] != fourth["id"]
+            ws6.abort()
+    finally:
+        await app.server.close()
+
+
+async def test_recovery_off_changes_nothing() -> None:
+    app = App(off=True)
+    await app.listen()
+    try:
+        ws, answer = await raw_connect(app.server.port, {"pid": "x", "epoch": "y", "offset": 0})
+        assert answer == {"id": answer["id"]}
+        await until(lambda: app.connections)
+        app.last.emit("msg", 1)
+        app.server.to("room").emit("msg", 2)
+        assert orjson.loads(await ws.recv()) == {"event": "msg", "data": [1]}
+        assert orjson.loads(await ws.recv()) == {"event": "msg", "data": [2]}
+        ws.abort()
+        await until(lambda: app.disconnections)
+        async with FaultProxy(app.server.port) as proxy:
+            client = Client(proxy.url)
+            try:
+                await asyncio.wait_for(client.client.connect(), GUARD)
+                proxy.reset()
+                await until(lambda: len(app.disconnections) == 2)
+                proxy.restore()
+                await until(lambda: len(client.connects) == 2)
+                assert [recovered for _, recovered in client.connects] == [False, False]
+                assert client.connects[0][0] != client.connects[1][0]
+            finally:
+                await client.client.disconnect()
+    finally:
+        await app.server.close()
+
+
+def test_an_adapter_without_a_shared_log_refuses_recovery() -> None:
+    from nanosocket import ConfigurationError, RedisAdapter
+
+    with pytest.raises(ConfigurationError, match="recovery"):
+        NanoSocket(adapter=RedisAdapter(), recovery=RecoveryOptions())
