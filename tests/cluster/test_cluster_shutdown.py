@@ -1,10 +1,12 @@
 """A node's close while its RedisAdapter re-subscribes (adapters/redis.py).
 
 A node whose loop is busy (a worker closing 12,500 clients) can miss its own canary and declare
-its subscription deaf: the subscriber then starts a new session, during the shutdown. A session
-cancelled while it subscribes may not end (the cancellation can be lost in the Redis client's
-reads), and the adapter's close() waited for it for good: the worker never exited. Each step of
-the loop between the new session and the close is tried, on both loops.
+its subscription deaf: the subscriber then starts a new session, and publishes a HELLO, during
+the shutdown. A task cancelled while the Redis client is in a command could lose the
+cancellation (a session in asyncio.wait_for around SUBSCRIBE on 3.11, the writer in the middle
+of a publish) and go on waiting, and the adapter's close() waited for it for good: the worker
+never exited. Each step of the loop between the new session and the close is tried, on both
+loops.
 """
 
 from __future__ import annotations

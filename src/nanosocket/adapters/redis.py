@@ -342,8 +342,9 @@ class RedisAdapter(MemoryAdapter):
 
     async def _stopped(self, tasks: list[asyncio.Task[Any]]) -> None:
         """Wait for cancelled tasks to end, cancelling again those that go on: a cancellation
-        that lands while the Redis client reads a reply can be lost (a subscriber session that
-        was subscribing then listens for good). Bounded: what is still running is logged."""
+        that lands while the Redis client is in a command can be lost (seen with the writer in
+        the middle of a publish: it then waits for the next message for good). Bounded: what
+        is still running is logged."""
         pending = {task for task in tasks if not task.done()}
         for _ in range(_STOP_ROUNDS):
             if not pending:
@@ -521,7 +522,10 @@ class RedisAdapter(MemoryAdapter):
         pubsub = client.pubsub()
         try:
             if self.sharded and self._room_mode is None:
-                info = await asyncio.wait_for(client.info("server"), self.command_timeout)
+                # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancellation that lands
+                # as the command completes, and the session then goes on (see close()).
+                async with asyncio.timeout(self.command_timeout):
+                    info = await client.info("server")
                 version = str(info.get("redis_version", ""))
                 if supports_sharded_pubsub(version):
                     self._room_mode = "sharded"
@@ -533,7 +537,8 @@ class RedisAdapter(MemoryAdapter):
                         self._id,
                         version or "(unknown version)",
                     )
-            await asyncio.wait_for(pubsub.subscribe(self._all, self._own), self.command_timeout)
+            async with asyncio.timeout(self.command_timeout):
+                await pubsub.subscribe(self._all, self._own)
             confirmed = 0
             deadline = time.monotonic() + self.command_timeout
             while confirmed < 2:
