@@ -372,6 +372,42 @@ async def test_a_pid_is_used_once_and_cannot_be_forged() -> None:
         await app.server.close()
 
 
+async def test_a_session_lost_again_during_its_connect_step_stays() -> None:
+    app = App()
+    await app.listen()
+    try:
+        port = app.server.port
+        ws, first = await raw_connect(port)
+        ws.abort()
+        await until(lambda: app.disconnections)
+        hold = asyncio.Event()
+        waiting: list[str] = []
+        cancelled: list[str] = []
+
+        @app.server.use
+        async def slow(socket: Socket) -> None:
+            if socket.recovered and not hold.is_set():
+                waiting.append(socket.id)
+                try:
+                    await hold.wait()
+                except asyncio.CancelledError:
+                    cancelled.append(socket.id)
+                    raise
+
+        position = {"pid": first["pid"], "epoch": first["epoch"], "offset": first["offset"]}
+        again = await connect(f"ws://127.0.0.1:{port}", subprotocols=("nanosocket.v1",))
+        again.send_text(orjson.dumps({"event": "$connect", "data": [None, position]}).decode())
+        await until(lambda: waiting)
+        again.abort()  # lost while its middleware runs
+        await until(lambda: cancelled)
+        hold.set()
+        ws2, second = await raw_connect(port, position)
+        assert second["recovered"] is True and second["id"] == first["id"]
+        ws2.abort()
+    finally:
+        await app.server.close()
+
+
 async def test_recovery_off_changes_nothing() -> None:
     app = App(off=True)
     await app.listen()

@@ -632,6 +632,11 @@ class Connection:
             acks.fail_all(connection_closed(code, reason))
         host = self._host
         if was is not SocketState.CONNECTED:
+            restored = self._session
+            if restored is not None:
+                # Lost again during its connect step: the session waits for the next attempt.
+                self._session = None
+                host.adapter.save_session(restored[0])
             host.adapter.unregister(self._as_socket())
             return
         why = self._disconnect_reason or _close_reason(code, reason)
