@@ -20,7 +20,7 @@ from ..adapters.base import Adapter, Session
 from ..dispatch import AckTable, HandlerRegistry, Suspended, fitting_args, invoke
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
-from ..protocol.deflate import OutgoingMessage
+from ..protocol.deflate import OutgoingMessage, PerMessageDeflate
 from ..protocol.envelope import (
     MAX_BATCH,
     PEER_RESERVED_EVENTS,
@@ -184,6 +184,7 @@ class Connection:
         "_admission",
         "_auth",
         "_buckets",
+        "_codec",
         "_data",
         "_deadline",
         "_disconnect_reason",
@@ -209,6 +210,8 @@ class Connection:
         self._time = time.time()
         address = ws.remote_address
         self._address = address[0] if address is not None else ""
+        # The connection's permessage-deflate (ws.compression), read once it is accepted.
+        self._codec: PerMessageDeflate | None = None
         self._auth: Any = None
         self._state = SocketState.CONNECTING
         self._v1 = ws.subprotocol == V1_SUBPROTOCOL
@@ -414,6 +417,7 @@ class Connection:
         if self._state is not SocketState.CONNECTING or not self._ws.open:
             return
         self._end_connect_step()
+        self._codec = self._ws.compression
         self._state = SocketState.CONNECTED
         host = self._host
         if host.options.recovery is not None and self._v1:
@@ -557,7 +561,7 @@ class Connection:
     def _write_message(self, payload: bytes, binary: bool) -> SendStatus:
         """``_write(_frame(payload, binary))`` with the common case inline: an uncompressed frame."""
         ws = self._ws
-        codec = ws.compression
+        codec = self._codec
         if codec is None or len(payload) < codec.threshold:
             frame: bytes | OutgoingMessage = build_frame(BINARY if binary else TEXT, payload)
         else:
@@ -574,7 +578,7 @@ class Connection:
         return self._write(build_frame(BINARY if binary else TEXT, payload))
 
     def _send_ack(self, ack: int, result: Any) -> None:
-        codec = self._ws.compression
+        codec = self._codec
         try:
             if codec is None:
                 # The common case in one call: envelope, JSON and frame.

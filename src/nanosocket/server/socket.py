@@ -117,11 +117,10 @@ class Socket(Connection):
         if self._state is not _CONNECTED:
             check_emit_name(event)
             return _DROPPED
-        ws = self._ws
-        if ws.compression is None:
+        if self._codec is None:
             # The common case in one call (envelope, JSON and frame), then _write, inline.
             frame = event_frame(event, args)
-            status = ws.send_frame(frame, False)
+            status = self._ws.send_frame(frame, False)
             if status is not _DROPPED:
                 stats = self._host.stats
                 stats.messages_out += 1
