@@ -1,8 +1,10 @@
 """Redis failures are loud and survivable: killed, paused, subscribers disconnected, a deaf
-subscription, poisoned messages on the channel."""
+subscription (and a blocked loop, which is not one), poisoned messages on the channel."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import msgpack
@@ -125,6 +127,39 @@ async def test_a_deaf_node_hears_its_canary_missing_and_subscribes_again(cluster
     await eventually(lambda: b.health()["status"] == "ok" and adapter.stats.resubscribes >= 1, "repaired")
     metrics = (await cluster.ns.http(b, "/metrics")).body.decode()
     assert "nanosocket_cluster_deaf_detected_total 1.0" in metrics
+    await cluster.acquainted([a, b])
+    await everyone_gets(a, [peer_a, peer_b], "heard-again")
+
+
+async def test_a_blocked_loop_is_not_deafness(cluster: Cluster) -> None:
+    a, b = await cluster.nodes_of(2)
+    peer_a, _ = await cluster.client(a)
+    peer_b, _ = await cluster.client(b)
+    adapters = [cluster.adapter_of(a), cluster.adapter_of(b)]
+    deadline = max(adapter.canary_interval * adapter.canary_misses for adapter in adapters)
+    # A callback holds the loop (both nodes') for twice the canary's deadline, as a worker
+    # closing thousands of clients does: no canary can be read meanwhile, yet the
+    # subscriptions are fine.
+    asyncio.get_running_loop().call_soon(time.sleep, 2 * deadline)
+    await asyncio.sleep(0)  # the callback runs before this task resumes
+    unblocked = time.monotonic()
+    await eventually(
+        lambda: all(adapter._last_own_canary > unblocked + deadline for adapter in adapters),
+        "own canaries heard for a whole deadline after the stall",
+    )
+    for adapter in adapters:
+        assert adapter.stats.deaf_detected == 0, adapter.node_id
+        assert adapter.stats.resubscribes == 0, adapter.node_id
+        assert adapter.health()["status"] == "ok", adapter.health()
+    await cluster.acquainted([a, b])
+    await everyone_gets(a, [peer_a, peer_b], "after-the-stall")
+    # Real deafness after the stall is still found and repaired.
+    pubsub = adapters[1]._pubsub
+    assert pubsub is not None
+    await pubsub.unsubscribe(f"{cluster.prefix}#all")
+    await eventually(lambda: adapters[1].stats.deaf_detected == 1, "deafness detected")
+    await eventually(lambda: b.health()["status"] == "ok" and adapters[1].stats.resubscribes >= 1, "repaired")
+    assert adapters[0].stats.deaf_detected == 0
     await cluster.acquainted([a, b])
     await everyone_gets(a, [peer_a, peer_b], "heard-again")
 

@@ -238,6 +238,9 @@ class Adapter(ABC):
     async def start(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
         """Connect to the other nodes (the server calls it when it starts listening)."""
 
+    def closing(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
+        """The server has begun to close (it closes its clients; close() follows)."""
+
     async def close(self) -> None:  # noqa: B027 - a no-op default, not an abstract method
         """Release the adapter's resources when the server closes (nothing to release by default)."""
 

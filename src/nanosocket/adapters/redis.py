@@ -17,7 +17,10 @@ skip their own messages. Everything is published in order by one writer task (pi
 Failures are loud and survivable: a publish that fails is counted and logged (the local part of
 the operation is done regardless); the subscriber reconnects and re-subscribes with capped
 backoff; ``health()`` says ``degraded`` while Redis is unreachable; a node that stops hearing its
-own canary (published every ``canary_interval``) is deaf: it says so and subscribes again.
+own canary (published every ``canary_interval``) is deaf: it says so and subscribes again. The
+silence is counted in time the event loop was free to read: a loop held up by other work (the
+canary's timer fires late by as much) delays the reading of the canary, not the verdict's
+deadline; and no repair starts once the server or the adapter is closing.
 Delivery between nodes is at most once: what is published while a node is not subscribed is lost
 for that node.
 """
@@ -230,6 +233,10 @@ class RedisAdapter(MemoryAdapter):
         self._subscribed_at = 0.0
         self._deaf = False
         self._last_own_canary = 0.0
+        #: Seconds of loop lag (the canary's timer late) since the own canary was last heard.
+        self._canary_stalled = 0.0
+        #: The server is closing (``closing()``): its adapter's close() follows.
+        self._server_closing = False
         self._publisher_error: str | None = None
         self._subscriber_error: str | None = "not connected yet"
         #: "sharded" (SSUBSCRIBE), "plain" (a Redis without sharded pub/sub) or None (not sharded).
@@ -303,6 +310,11 @@ class RedisAdapter(MemoryAdapter):
                 self.request_timeout,
                 self._subscriber_error,
             )
+
+    def closing(self) -> None:
+        """The server is closing its clients (close() follows): a deaf subscription is no
+        longer repaired from now on."""
+        self._server_closing = True
 
     async def close(self) -> None:
         """Say goodbye to the other nodes, publish what is queued (briefly), disconnect."""
@@ -563,6 +575,7 @@ class RedisAdapter(MemoryAdapter):
             self._subscribed = True
             self._subscribed_at = now
             self._last_own_canary = now
+            self._canary_stalled = 0.0
             if self._subscriber_error is not None and self._subscriber_error != "not connected yet":
                 logger.warning("RedisAdapter node %s: subscribed again at %s", self._id, _redacted(self.url))
             self._subscriber_error = None
@@ -649,28 +662,42 @@ class RedisAdapter(MemoryAdapter):
     async def _canary_forever(self) -> None:
         interval = self.canary_interval
         while True:
+            asleep = time.monotonic()
             await asyncio.sleep(interval)
-            self._publish(self._all, encode(MessageType.CANARY, self._id))
             now = time.monotonic()
+            self._publish(self._all, encode(MessageType.CANARY, self._id))
+            # How late this timer fired: the loop was busy elsewhere (a callback that blocks, a
+            # server closing thousands of clients) and the subscriber could not read either.
+            # That time is not silence of the subscription: it is taken off the deadline, and a
+            # tick later than a whole interval gives no verdict (the subscriber has not had its
+            # turn since the loop came back: what waits in its socket is read before the next).
+            lag = max(0.0, now - asleep - interval)
+            self._canary_stalled += min(lag, max(0.0, now - self._last_own_canary))
+            if lag >= interval:
+                continue
             horizon = interval * self.canary_misses
+            silent = now - self._last_own_canary - self._canary_stalled
             if (
                 self._subscribed
+                and not (self._closing or self._server_closing)
                 and self._publisher_error is None
                 and now - self._subscribed_at > horizon
-                and now - self._last_own_canary > horizon
+                and silent > horizon
             ):
-                self._became_deaf(now - self._last_own_canary)
+                self._became_deaf(silent)
             for node, seen in list(self._nodes.items()):
                 if now - seen > horizon:
                     self._node_gone(node)
 
     def _became_deaf(self, silent_for: float) -> None:
+        if self._closing or self._server_closing:
+            return  # the subscription ends with the adapter: no repair
         if not self._deaf:
             self._deaf = True
             self.stats.deaf_detected += 1
             logger.error(
                 "RedisAdapter node %s is deaf: subscribed, but its own canary has not come back for "
-                "%.1f s; subscribing again",
+                "%.1f s (of time the loop was free to read it); subscribing again",
                 self._id,
                 silent_for,
             )
@@ -680,6 +707,7 @@ class RedisAdapter(MemoryAdapter):
 
     def _heard_own_canary(self) -> None:
         self._last_own_canary = time.monotonic()
+        self._canary_stalled = 0.0
         if self._deaf:
             self._deaf = False
             logger.warning("RedisAdapter node %s hears its own canary again", self._id)

@@ -529,6 +529,7 @@ class NanoSocket:
         if server is None:
             return
         self._server = None
+        self.adapter.closing()
         for member in self.adapter.local_members():
             socket = member
             if isinstance(socket, Socket):
