@@ -159,9 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bar.message(f"  ! {scenario.name} x {server.name} #{repeat}: {record['error']}")
 
     summary = summarize(records)
-    command = (
-        "make bench" if os.environ.get("MAKELEVEL") else "python -m benchmarks " + shlex.join(sys.argv[1:])
-    )
+    arguments = [shlex.quote(arg) for arg in sys.argv[1:]]
+    command = "make bench" if os.environ.get("MAKELEVEL") else " ".join(["python -m benchmarks", *arguments])
     settings: dict[str, Any] = {
         "repeats": repeats,
         "duration": timing.duration,
