@@ -217,11 +217,16 @@ class RecoveryOptions:
     max_sessions: int = 10_000
     #: Do not run the middleware chain again for a client that recovers its session.
     skip_middleware: bool = False
+    #: Most room changes (joins and leaves) kept per socket to tell which rooms it was in when
+    #: each logged message was sent (the oldest go first); a client whose gap needs a change let
+    #: go starts afresh.
+    max_room_changes: int = 1000
 
     def __post_init__(self) -> None:
         _check_seconds("recovery.max_disconnection", self.max_disconnection)
         _check_positive_int("recovery.max_messages", self.max_messages)
         _check_positive_int("recovery.max_sessions", self.max_sessions)
+        _check_positive_int("recovery.max_room_changes", self.max_room_changes)
         if not isinstance(self.skip_middleware, bool):
             raise ConfigurationError(
                 f"recovery.skip_middleware must be True or False, got {self.skip_middleware!r}"

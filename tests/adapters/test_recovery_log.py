@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import msgpack
 import orjson
 import pytest
 
 from nanosocket.adapters.base import BroadcastTarget, Session
-from nanosocket.adapters.recovery import RecoveryLog, with_offset
+from nanosocket.adapters.recovery import RecoveryLog, RoomHistory, TrackedRooms, with_offset
 from nanosocket.errors import ConfigurationError
 from nanosocket.options import RecoveryOptions
 
@@ -99,8 +100,86 @@ def test_two_logs_have_different_epochs() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_disconnection", 0), ("max_messages", 0), ("max_sessions", -1), ("skip_middleware", 1)],
+    [
+        ("max_disconnection", 0),
+        ("max_messages", 0),
+        ("max_sessions", -1),
+        ("skip_middleware", 1),
+        ("max_room_changes", 0),
+    ],
 )
 def test_options_are_validated(field: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=f"recovery.{field}"):
         RecoveryOptions(**{field: value})  # type: ignore[arg-type]
+
+
+def numbers(replayed: list[tuple[bytes, bool]] | None) -> list[int]:
+    assert replayed is not None
+    return [orjson.loads(payload)["data"][0] for payload, _ in replayed]
+
+
+def test_replay_follows_the_rooms_at_each_offset() -> None:
+    log = RecoveryLog(RecoveryOptions())
+    rooms: TrackedRooms[str] = TrackedRooms(log)
+    rooms.add("s", ["a"])  # before tracking: where it starts
+    history = RoomHistory()
+    rooms.track("s", history)
+    to = {name: BroadcastTarget(rooms=frozenset({name})) for name in "abc"}
+    log.append(envelope(1), False, to["b"])  # 1: not in b yet
+    rooms.add("s", ["b", "a"])  # only b is a change
+    log.append(envelope(2), False, to["b"])  # 2
+    log.append(envelope(3), False, BroadcastTarget(except_rooms=frozenset({"a"})))  # 3: in a
+    rooms.remove("s", "a")
+    log.append(envelope(4), False, to["a"])  # 4: left a
+    log.append(envelope(5), False, BroadcastTarget(except_rooms=frozenset({"a"})))  # 5
+    rooms.add("s", ["a"])
+    log.append(envelope(6), False, to["a"])  # 6: back in a
+    rooms.delete_room("b")
+    log.append(envelope(7), False, to["b"])  # 7: b is gone
+    assert history.changes == deque([(1, "b", True), (3, "a", False), (5, "a", True), (6, "b", False)])
+    lost = Session("p", "s", frozenset(rooms.rooms_of("s")), None, time.monotonic(), history)
+    assert lost.rooms == {"a"}
+    assert numbers(log.replay(lost, 0)) == [2, 5, 6]
+    assert numbers(log.replay(lost, 3)) == [5, 6]
+    assert numbers(log.replay(lost, 6)) == []
+    # Leaving the index stops the tracking.
+    assert rooms.remove_member("s") == {"a"}
+    rooms.add("s", ["z"])
+    assert len(history.changes) == 4
+
+
+def test_a_history_beyond_its_cap_refuses_older_offsets() -> None:
+    log = RecoveryLog(RecoveryOptions(max_room_changes=2))
+    rooms: TrackedRooms[str] = TrackedRooms(log)
+    history = RoomHistory()
+    rooms.track("s", history)
+    log.append(envelope(1), False, BroadcastTarget())
+    rooms.add("s", ["a"])  # at 1
+    log.append(envelope(2), False, BroadcastTarget())
+    rooms.remove("s", "a")  # at 2
+    rooms.add("s", ["a"])  # at 2: the change at 1 goes
+    assert history.dropped == 1 and len(history.changes) == 2
+    log.save(Session("p1", "s", frozenset({"a"}), None, time.monotonic(), history))
+    assert log.take("p1", log.epoch, 0) is None  # needs the change at 1
+    log.save(Session("p2", "s", frozenset({"a"}), None, time.monotonic(), history))
+    assert log.replay(Session("p", "s", frozenset({"a"}), None, time.monotonic(), history), 0) is None
+    taken = log.take("p2", log.epoch, 1)
+    assert taken is not None and numbers(log.replay(taken, 1)) == [2]
+
+
+def test_changes_older_than_the_log_are_let_go() -> None:
+    log = RecoveryLog(RecoveryOptions(max_messages=2))
+    rooms: TrackedRooms[str] = TrackedRooms(log)
+    history = RoomHistory()
+    rooms.track("s", history)
+    for n in range(1, 5):
+        log.append(envelope(n), False, BroadcastTarget(rooms=frozenset({"a"})))
+        if n % 2:
+            rooms.add("s", ["a"])
+        else:
+            rooms.remove("s", "a")
+    # The log keeps 3 and 4: a client is at 2 or later, for which the changes made at 1 and 2
+    # are in its rooms already.
+    assert [offset for offset, _, _ in history.changes] == [3, 4] and history.dropped == 2
+    session = Session("p", "s", frozenset(), None, time.monotonic(), history)
+    assert numbers(log.replay(session, 2)) == [4]

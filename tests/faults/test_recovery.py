@@ -255,6 +255,144 @@ async def test_a_log_that_lost_the_gap_starts_afresh(stack: Any) -> None:
     assert client.got == list(range(before + 1, app.counter + 1))
 
 
+async def blackholed(app: App, proxy: FaultProxy, client: Client, meanwhile: Callable[[], None]) -> None:
+    """Cut the line silently, run ``meanwhile`` (what it writes to the client is lost in the
+    hole), wait until the server sees the loss, then let the client come back."""
+    connects = len(client.connects)
+    lost = len(app.disconnections)
+    proxy.blackhole()
+    meanwhile()
+    await until(lambda: len(app.disconnections) > lost)
+    proxy.restore()
+    await until(lambda: len(client.connects) > connects)
+
+
+async def test_a_message_to_a_room_joined_later_is_not_replayed(stack: Any) -> None:
+    app, proxy, client = await stack()
+    first = app.last
+
+    def meanwhile() -> None:
+        app.server.to("late").emit("msg", -1)  # sent before the socket is in "late"
+        first.join("late")
+        app.server.to("late").emit("msg", app._next())
+
+    await blackholed(app, proxy, client, meanwhile)
+    assert client.connects[-1] == (first.id, True)
+    assert app.last.joined_rooms == {"room", "other", "late"}
+    app.send_all_kinds(1)
+    await until(lambda: len(client.got) >= app.counter)
+    assert client.got == expected(app)
+
+
+async def test_a_message_to_a_room_left_before_the_loss_is_replayed(stack: Any) -> None:
+    app, proxy, client = await stack()
+    first = app.last
+    first.join("gone")
+
+    def meanwhile() -> None:
+        app.server.to("gone").emit("msg", app._next())  # written into the hole
+        first.leave("gone")
+        app.server.to("gone").emit("msg", -1)
+        app.server.except_("other").emit("msg", -1)
+        first.leave("other")
+        app.server.except_("other").emit("msg", app._next())
+
+    await blackholed(app, proxy, client, meanwhile)
+    assert client.connects[-1] == (first.id, True)
+    assert app.last.joined_rooms == {"room"}
+    app.server.to("room").emit("msg", app._next())  # live again
+    await until(lambda: len(client.got) >= app.counter)
+    assert client.got == expected(app)
+
+
+async def test_join_leave_join_during_the_connection(stack: Any) -> None:
+    app, proxy, client = await stack()
+    first = app.last
+    # Live first: the history of these changes goes with the session.
+    first.join("c")
+    app.server.to("c").emit("msg", app._next())
+    first.leave("c")
+    app.server.to("c").emit("msg", -1)
+    await until(lambda: len(client.got) == app.counter)
+
+    def meanwhile() -> None:
+        app.server.to("c").emit("msg", -1)
+        first.join(["c", "room"])  # "room" is no change: it is in it already
+        app.server.to("c").emit("msg", app._next())
+        first.leave("c")
+        app.server.to("c").emit("msg", -1)
+        app.server.to("room").except_("c").emit("msg", app._next())
+        first.join("c")
+        app.server.to("c").emit("msg", app._next())
+        app.server.to("room").except_("c").emit("msg", -1)
+        app.server.in_(first.id).sockets_leave("room")
+        app.server.to("room").emit("msg", -1)
+        app.server.in_(first.id).sockets_join("room")
+        app.server.to("room").emit("msg", app._next())
+
+    await blackholed(app, proxy, client, meanwhile)
+    assert client.connects[-1] == (first.id, True)
+    assert app.last.joined_rooms == {"room", "other", "c"}
+
+    # A second cut: the recovered socket's changes follow those of the first connection.
+    second = app.last
+
+    def again() -> None:
+        second.leave("c")
+        app.server.to("c").emit("msg", -1)
+        app.server.delete_room("room")
+        app.server.to("room").emit("msg", -1)
+        second.join("c")
+        app.server.to("c").emit("msg", app._next())
+
+    await blackholed(app, proxy, client, again)
+    assert client.connects[-1] == (first.id, True)
+    assert app.last.joined_rooms == {"other", "c"}
+    app.server.to("c").emit("msg", app._next())  # live again
+    await until(lambda: len(client.got) >= app.counter)
+    assert client.got == expected(app)
+    assert [recovered for _, recovered in client.connects] == [False, True, True]
+
+
+async def test_room_changes_beyond_the_cap_start_afresh(stack: Any) -> None:
+    app, proxy, client = await stack(max_room_changes=3)
+    first = app.last
+
+    def meanwhile() -> None:
+        app.server.to("room").emit("msg", -1)
+        for _ in range(2):  # four changes after the client's last offset: one more than kept
+            first.join("c")
+            first.leave("c")
+
+    await blackholed(app, proxy, client, meanwhile)
+    new_id, recovered = client.connects[-1]
+    assert not recovered and new_id != first.id and not app.last.recovered
+    before = app.counter
+    app.send_all_kinds(1)
+    await until(lambda: len(client.got) >= 4)
+    assert client.got == list(range(before + 1, app.counter + 1))
+
+
+async def test_room_changes_within_the_cap_recover(stack: Any) -> None:
+    app, proxy, client = await stack(max_room_changes=3)
+    first = app.last
+    for _ in range(5):  # before the client's last offset: dropped, and not needed
+        first.join("c")
+        first.leave("c")
+    app.server.to("room").emit("msg", app._next())
+    await until(lambda: len(client.got) == app.counter)
+
+    def meanwhile() -> None:
+        first.join("c")
+        app.server.to("c").emit("msg", app._next())
+
+    await blackholed(app, proxy, client, meanwhile)
+    assert client.connects[-1] == (first.id, True)
+    app.send_all_kinds(1)
+    await until(lambda: len(client.got) >= app.counter)
+    assert client.got == expected(app)
+
+
 @pytest.mark.parametrize("skip", [False, True])
 async def test_recovery_runs_the_middleware_unless_skipped(stack: Any, skip: bool) -> None:
     app, proxy, client = await stack(skip_middleware=skip)

@@ -23,12 +23,15 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import AckError, ConfigurationError
 from ..options import RecoveryOptions
 from ..protocol.deflate import OutgoingMessage
 from ..protocol.handshake import Headers
+
+if TYPE_CHECKING:
+    from .recovery import RoomHistory
 
 __all__ = [
     "NO_REPLY",
@@ -97,6 +100,9 @@ class Session:
     data: dict[str, Any] | None
     #: When the loss was seen (``time.monotonic()``).
     time: float
+    #: Its room changes since the session began (None: none), so that a message is replayed
+    #: only when the socket was in the message's rooms when it was sent.
+    history: RoomHistory | None = None
 
 
 class _NoReply:
@@ -371,6 +377,16 @@ class Adapter(ABC):
 
     def recovery_position(self) -> tuple[str, int]:
         """The log's epoch and its latest offset (what a client that received everything has)."""
+        raise NotImplementedError
+
+    def track_rooms(self, member: Member, session: Session | None) -> None:
+        """Record an accepted socket's room changes from now on (its rooms now are where it
+        starts), continuing those of ``session`` when it recovered one. Only called when recovery
+        is on; ``unregister`` stops it."""
+        raise NotImplementedError
+
+    def room_history(self, member: Member) -> RoomHistory | None:
+        """The room changes recorded for a tracked socket (None when it is not tracked)."""
         raise NotImplementedError
 
     def save_session(self, session: Session) -> None:

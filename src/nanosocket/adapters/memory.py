@@ -16,7 +16,7 @@ from ..protocol.deflate import OutgoingMessage, prepare_message
 from ..protocol.frames import BINARY, TEXT
 from ..rooms import RoomIndex
 from .base import NO_REPLY, AckResults, Adapter, AdapterStats, BroadcastTarget, Member, Node, Session
-from .recovery import RecoveryLog
+from .recovery import RecoveryLog, RoomHistory, TrackedRooms
 
 __all__ = ["AckCollector", "MemoryAdapter"]
 
@@ -126,7 +126,13 @@ class MemoryAdapter(Adapter):
 
     def enable_recovery(self, options: RecoveryOptions) -> None:
         if self._recovery is None:
-            self._recovery = RecoveryLog(options)
+            self._recovery = log = RecoveryLog(options)
+            # The same rooms, from now on recording the room changes of tracked sockets.
+            rooms: TrackedRooms[Member] = TrackedRooms(log)
+            for room in list(self._rooms.room_names()):
+                for member in list(self._rooms.members(room)):
+                    rooms.add(member, (room,))
+            self._rooms = rooms
 
     def _recovery_log(self) -> RecoveryLog:
         log = self._recovery
@@ -140,6 +146,23 @@ class MemoryAdapter(Adapter):
     def recovery_position(self) -> tuple[str, int]:
         log = self._recovery_log()
         return log.epoch, log.offset
+
+    def track_rooms(self, member: Member, session: Session | None) -> None:
+        log = self._recovery_log()
+        rooms = self._rooms
+        assert isinstance(rooms, TrackedRooms)
+        history = RoomHistory()
+        if session is not None:
+            if session.history is not None:
+                history = session.history
+            # Rooms joined before acceptance (by a middleware) besides the session's: joined now.
+            for room in sorted(rooms.rooms_of(member) - session.rooms):
+                log.record(history, room, True)
+        rooms.track(member, history)
+
+    def room_history(self, member: Member) -> RoomHistory | None:
+        rooms = self._rooms
+        return rooms.history(member) if isinstance(rooms, TrackedRooms) else None
 
     def save_session(self, session: Session) -> None:
         self._recovery_log().save(session)

@@ -6,6 +6,11 @@ client whose offsets came from another log. Bounded by count (``max_messages``) 
 (``max_disconnection``); sessions by count (``max_sessions``) and age (``max_disconnection``).
 Synchronous and without I/O: the MemoryAdapter owns one; a cluster adapter would keep the same
 shape in a shared store.
+
+A message is replayed to a socket when the socket was among its recipients when it was sent: its
+room changes since its session began are kept as (offset at the change, room, joined) in a
+``RoomHistory`` (``TrackedRooms`` records them), so that its rooms at any logged offset can be
+told from its rooms at the loss.
 """
 
 from __future__ import annotations
@@ -13,15 +18,20 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
+from collections.abc import Hashable, Iterable
+from collections.abc import Set as AbstractSet
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
 
 from ..options import RecoveryOptions
+from ..rooms import RoomIndex
 from .base import BroadcastTarget, Session
 
-__all__ = ["RecoveryLog", "with_offset"]
+__all__ = ["RecoveryLog", "RoomHistory", "TrackedRooms", "with_offset"]
+
+M = TypeVar("M", bound=Hashable)
 
 
 def with_offset(payload: bytes, binary: bool, offset: int) -> bytes:
@@ -49,7 +59,7 @@ class _Entry:
         self.binary = binary
 
 
-def _addressed_to(target: BroadcastTarget, socket_id: str, rooms: frozenset[str]) -> bool:
+def _addressed_to(target: BroadcastTarget, socket_id: str, rooms: AbstractSet[str]) -> bool:
     """Whether a broadcast with ``target`` reached a socket with this id in these rooms."""
     if socket_id in target.except_ids:
         return False
@@ -59,6 +69,73 @@ def _addressed_to(target: BroadcastTarget, socket_id: str, rooms: frozenset[str]
         return False
     wanted = target.rooms
     return not wanted or socket_id in wanted or not wanted.isdisjoint(rooms)
+
+
+class RoomHistory:
+    """A socket's room changes since its session began, oldest first: (the log's offset when the
+    change was made, room, True for joined / False for left). Only changes that changed something
+    are kept (joining a room it is in is none), so undoing them from its rooms at the loss, newest
+    first, gives its rooms at any earlier offset. Bounded (``max_room_changes``): ``dropped`` is the
+    offset of the newest change let go (0: none), before which no replay can be exact."""
+
+    __slots__ = ("changes", "dropped")
+
+    def __init__(self) -> None:
+        self.changes: deque[tuple[int, str, bool]] = deque()
+        self.dropped = 0
+
+    def covers(self, offset: int) -> bool:
+        """Whether every change that matters for the messages after ``offset`` is kept."""
+        return self.dropped <= offset
+
+
+class TrackedRooms(RoomIndex[M]):
+    """The room index of an adapter with recovery on: the room changes of the members it tracks
+    (accepted sockets) go to their RoomHistory, with the log's offset at the change."""
+
+    __slots__ = ("_histories", "_log")
+
+    def __init__(self, log: RecoveryLog) -> None:
+        super().__init__()
+        self._log = log
+        self._histories: dict[M, RoomHistory] = {}
+
+    def track(self, member: M, history: RoomHistory) -> None:
+        """Record ``member``'s room changes from now on in ``history``."""
+        self._histories[member] = history
+
+    def history(self, member: M) -> RoomHistory | None:
+        return self._histories.get(member)
+
+    def add(self, member: M, rooms: Iterable[str]) -> None:
+        history = self._histories.get(member)
+        if history is not None:
+            rooms = [room for room in rooms if not self.in_room(member, room)]
+            for room in rooms:
+                self._log.record(history, room, True)
+        super().add(member, rooms)
+
+    def remove(self, member: M, room: str) -> bool:
+        removed = super().remove(member, room)
+        if removed:
+            history = self._histories.get(member)
+            if history is not None:
+                self._log.record(history, room, False)
+        return removed
+
+    def remove_member(self, member: M) -> set[str]:
+        """Take ``member`` out of all its rooms (it is gone, nothing is recorded) and stop tracking it."""
+        self._histories.pop(member, None)
+        return super().remove_member(member)
+
+    def delete_room(self, room: str) -> set[M]:
+        members = super().delete_room(room)
+        histories = self._histories
+        for member in members:
+            history = histories.get(member)
+            if history is not None:
+                self._log.record(history, room, False)
+        return members
 
 
 class RecoveryLog:
@@ -119,18 +196,53 @@ class RecoveryLog:
         first = self._offset - len(self._entries) + 1  # the oldest kept (offset + 1 when empty)
         return first - 1 <= offset <= self._offset
 
+    def record(self, history: RoomHistory, room: str, joined: bool) -> None:
+        """A tracked socket joined or left ``room`` now (after the message of the current offset)."""
+        changes = history.changes
+        # A change at an offset below the oldest kept message matters to no possible replay
+        # (a client's offset is at least the oldest's minus one).
+        first = self._offset - len(self._entries) + 1
+        while changes and changes[0][0] < first:
+            history.dropped = max(history.dropped, changes.popleft()[0])
+        if len(changes) >= self._options.max_room_changes:
+            history.dropped = changes.popleft()[0]
+        changes.append((self._offset, room, joined))
+
     def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
         self._prune(time.monotonic())
         if not self.covers(offset):
             return None
+        history = session.history
+        later: list[tuple[int, str, bool]] = []
+        if history is not None:
+            if not history.covers(offset):
+                return None
+            later = [change for change in history.changes if change[0] > offset]
+        # Its rooms for the first message after ``offset``: its rooms at the loss, with the
+        # changes made since undone, newest first.
+        rooms = set(session.rooms)
+        for _, room, joined in reversed(later):
+            if joined:
+                rooms.discard(room)
+            else:
+                rooms.add(room)
         entries = self._entries
         start = len(entries) - (self._offset - offset)
-        socket_id, rooms = session.socket_id, session.rooms
-        return [
-            (entry.payload, entry.binary)
-            for entry in islice(entries, start, None)
-            if _addressed_to(entry.target, socket_id, rooms)
-        ]
+        socket_id = session.socket_id
+        replayed: list[tuple[bytes, bool]] = []
+        pending, count = 0, len(later)
+        for entry in islice(entries, start, None):
+            # A change at offset n was made after message n: it applies from message n + 1 on.
+            while pending < count and later[pending][0] < entry.offset:
+                _, room, joined = later[pending]
+                if joined:
+                    rooms.add(room)
+                else:
+                    rooms.discard(room)
+                pending += 1
+            if _addressed_to(entry.target, socket_id, rooms):
+                replayed.append((entry.payload, entry.binary))
+        return replayed
 
     # ---------------------------------------------------------------- sessions
 
@@ -152,4 +264,6 @@ class RecoveryLog:
         self._prune(now)
         if now - session.time > self._options.max_disconnection or not self.covers(offset):
             return None
+        if session.history is not None and not session.history.covers(offset):
+            return None  # its room changes after ``offset`` are no longer all known
         return session

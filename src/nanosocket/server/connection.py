@@ -503,6 +503,7 @@ class Connection:
         adapter.register(socket)
         if self._session is not None:
             adapter.join(socket, self._session[0].rooms)
+        adapter.track_rooms(socket, self._session[0] if self._session is not None else None)
         self._pid = pid = secrets.token_urlsafe(18)  # the private session id: 144 random bits
         self._host._live_sessions[pid] = socket
         epoch, offset = adapter.recovery_position()
@@ -661,6 +662,7 @@ class Connection:
                     frozenset(host.adapter.rooms_of(self._as_socket())),
                     self._data,
                     _monotonic(),
+                    host.adapter.room_history(self._as_socket()),
                 )
             )
         host.adapter.unregister(self._as_socket())
