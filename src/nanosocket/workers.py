@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any, Final
@@ -269,6 +270,25 @@ def _forked_worker(server: NanoSocket, settings: WorkerSettings, index: int, rea
 
 #: Starts worker ``index`` with the write end of its readiness pipe; returns the started process.
 WorkerStarter = Callable[[int, Connection], BaseProcess]
+
+
+def _process_starter(
+    context: SpawnContext | ForkContext, worker: Callable[..., None], first: object
+) -> Callable[[WorkerSettings], WorkerStarter]:
+    """What ``_supervise`` calls to get its worker starter: processes of ``context`` (spawned or
+    forked) that run ``worker(first, settings, index, ready)``."""
+
+    def starter(settings: WorkerSettings) -> WorkerStarter:
+        def start(index: int, ready: Connection) -> BaseProcess:
+            process = context.Process(
+                target=worker, args=(first, settings, index, ready), name=f"nanosocket-worker-{index}"
+            )
+            process.start()
+            return process
+
+        return start
+
+    return starter
 
 
 class _Slot:
@@ -539,20 +559,7 @@ def run_spawned(
     ``module`` afresh. The parent loads the target too, once, to check it (and read its host and
     port when not given) before any worker starts. Returns the exit status."""
     server = load_server(target)
-    context = multiprocessing.get_context("spawn")
-
-    def starter(settings: WorkerSettings) -> WorkerStarter:
-        def start(index: int, ready: Connection) -> BaseProcess:
-            process = context.Process(
-                target=_spawned_worker,
-                args=(target, settings, index, ready),
-                name=f"nanosocket-worker-{index}",
-            )
-            process.start()
-            return process
-
-        return start
-
+    starter = _process_starter(multiprocessing.get_context("spawn"), _spawned_worker, target)
     return _supervise(
         server,
         workers,
@@ -589,20 +596,7 @@ def run_forked(
     else:
         raise RuntimeError("run(workers=N) forks the workers: call it where no event loop is running")
     _configure_logging(log_level)
-    context = multiprocessing.get_context("fork")
-
-    def starter(settings: WorkerSettings) -> WorkerStarter:
-        def start(index: int, ready: Connection) -> BaseProcess:
-            process = context.Process(
-                target=_forked_worker,
-                args=(server, settings, index, ready),
-                name=f"nanosocket-worker-{index}",
-            )
-            process.start()
-            return process
-
-        return start
-
+    starter = _process_starter(multiprocessing.get_context("fork"), _forked_worker, server)
     return _supervise(
         server,
         workers,
