@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -35,7 +34,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from autobahn_report import load_results, render_markdown
+from autobahn_report import load_results, machine_line, publish_summary, render_markdown, shown_command
 from autobahn_tooling import SUITE_VERSION, InstallError, Tooling, autobahn_home, ensure_tooling
 
 REPO = Path(__file__).resolve().parents[2]
@@ -320,24 +319,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if notes:
         _log("; ".join(notes))
         _log(f"wstest log ({out / 'wstest.log'}), last lines:\n{_tail(out / 'wstest.log')}")
-    shown_server = " ".join("python" if arg == sys.executable else shlex.quote(arg) for arg in server)
+    shown_server = shown_command(server)
     meta = [
         ("suite", f"autobahntestsuite {SUITE_VERSION}, fuzzingclient"),
         ("cases", f"`{', '.join(cases)}` minus `{', '.join(exclude) or 'nothing'}` ({len(expected)} cases)"),
         ("server", f"`{shown_server}`"),
         ("date", started_at.strftime("%Y-%m-%d %H:%M UTC")),
         ("wall time", f"{time.monotonic() - started:.1f} s in all, {duration:.1f} s of it in wstest"),
-        (
-            "machine",
-            f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs,"
-            f" Python {platform.python_version()}",
-        ),
+        ("machine", machine_line()),
         *(("problem", note) for note in notes),
     ]
     markdown = render_markdown(summary, f"Autobahn TestSuite conformance: {args.agent}", meta)
-    (out / "summary.md").write_text(markdown)
-    print(markdown)
-    print(f"summary: {out / 'summary.md'}\nreports: {reports / 'index.html'}")
+    publish_summary(out, reports, markdown)
     return 0 if summary.passed else EXIT_FAILED
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import shutil
 import signal
@@ -41,7 +39,7 @@ from autobahn import (
     _tail,
     resolve_cases,
 )
-from autobahn_report import load_results, render_markdown
+from autobahn_report import load_results, machine_line, publish_summary, render_markdown, shown_command
 from autobahn_tooling import SUITE_VERSION, InstallError, ensure_tooling
 from autobahn_tooling import autobahn_home as tooling_home
 
@@ -205,24 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if notes:
         _log("; ".join(notes))
         _log(f"client log ({out / 'client.log'}), last lines:\n{_tail(out / 'client.log')}")
-    shown = " ".join("python" if arg == sys.executable else shlex.quote(arg) for arg in client)
+    shown = shown_command(client)
     meta = [
         ("suite", f"autobahntestsuite {SUITE_VERSION}, fuzzingserver"),
         ("cases", f"`{', '.join(cases)}` minus `{', '.join(exclude) or 'nothing'}` ({len(expected)} cases)"),
         ("client", f"`{shown}`"),
         ("date", started_at.strftime("%Y-%m-%d %H:%M UTC")),
         ("wall time", f"{time.monotonic() - started:.1f} s in all, {duration:.1f} s of it running the cases"),
-        (
-            "machine",
-            f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs,"
-            f" Python {platform.python_version()}",
-        ),
+        ("machine", machine_line()),
         *(("problem", note) for note in notes),
     ]
     markdown = render_markdown(summary, f"Autobahn TestSuite conformance (client): {args.agent}", meta)
-    (out / "summary.md").write_text(markdown)
-    print(markdown)
-    print(f"summary: {out / 'summary.md'}\nreports: {reports / 'index.html'}")
+    publish_summary(out, reports, markdown)
     return 0 if summary.passed and client_status == 0 else EXIT_FAILED
 
 

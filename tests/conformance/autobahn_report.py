@@ -9,6 +9,10 @@ failed, so a crashed run can never look green.
 from __future__ import annotations
 
 import json
+import os
+import platform
+import shlex
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,3 +223,22 @@ def render_markdown(summary: Summary, title: str, meta: Sequence[tuple[str, str]
         else:
             lines += [line for r in cases for line in _case_lines(r, detailed=label == "NON-STRICT")]
     return "\n".join(lines) + "\n"
+
+
+def shown_command(argv: Sequence[str]) -> str:
+    """A command line for the summary, with this interpreter's path shown as ``python``."""
+    return " ".join("python" if arg == sys.executable else shlex.quote(arg) for arg in argv)
+
+
+def machine_line() -> str:
+    """The machine the run was made on, for the summary's metadata."""
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    )
+
+
+def publish_summary(out: Path, reports: Path, markdown: str) -> None:
+    """Write ``markdown`` to OUT/summary.md and print it with where the reports are."""
+    (out / "summary.md").write_text(markdown)
+    print(markdown)
+    print(f"summary: {out / 'summary.md'}\nreports: {reports / 'index.html'}")
