@@ -23,18 +23,19 @@ from nanosocket.protocol.envelope import PEER_RESERVED_EVENTS, py_ack_frame, py_
 from nanosocket.protocol.frames import BINARY, TEXT
 
 
-def _implementations() -> list[Any]:
-    found = [pytest.param(py_event_frame, id="python")]
+def _implementations(spec: Any, name: str) -> list[Any]:
+    """The pure-Python ``spec`` and, when it was built, its compiled twin ``_envelope.<name>``."""
+    found = [pytest.param(spec, id="python")]
     try:
-        from nanosocket._speedups._envelope import event_frame as compiled
+        from nanosocket._speedups import _envelope
     except ImportError:
         pass
     else:
-        found.append(pytest.param(compiled, id="compiled"))
+        found.append(pytest.param(getattr(_envelope, name), id="compiled"))
     return found
 
 
-IMPLEMENTATIONS = _implementations()
+IMPLEMENTATIONS = _implementations(py_event_frame, "event_frame")
 
 
 def _outcome(function: Any, *args: Any) -> Any:
@@ -125,18 +126,7 @@ def test_the_compiled_twin_gives_the_specs_frame(event: str, args: tuple[Any, ..
 # ---------------------------------------------------------------------------- ack frames
 
 
-def _ack_implementations() -> list[Any]:
-    found = [pytest.param(py_ack_frame, id="python")]
-    try:
-        from nanosocket._speedups._envelope import ack_frame as compiled
-    except ImportError:
-        pass
-    else:
-        found.append(pytest.param(compiled, id="compiled"))
-    return found
-
-
-ACK_IMPLEMENTATIONS = _ack_implementations()
+ACK_IMPLEMENTATIONS = _implementations(py_ack_frame, "ack_frame")
 
 
 def test_the_compiled_ack_frame_is_selected_when_built_and_allowed() -> None:
@@ -174,18 +164,7 @@ def test_the_compiled_twin_gives_the_specs_ack_frame(ack: int, results: list[Any
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode_implementations() -> list[Any]:
-    found = [pytest.param(py_decode_event, id="python")]
-    try:
-        from nanosocket._speedups._envelope import decode_event as compiled
-    except ImportError:
-        pass
-    else:
-        found.append(pytest.param(compiled, id="compiled"))
-    return found
-
-
-DECODE_IMPLEMENTATIONS = _decode_implementations()
+DECODE_IMPLEMENTATIONS = _implementations(py_decode_event, "decode_event")
 
 
 def test_the_compiled_decode_event_is_selected_when_built_and_allowed() -> None:
