@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -286,9 +286,11 @@ class _Handler(socketserver.BaseRequestHandler):
                     sock.sendall(data)
 
 
-@pytest.fixture
-def awkward() -> Iterator[_Awkward]:
-    server = _Awkward()
+_Served = TypeVar("_Served", bound=socketserver.BaseServer)
+
+
+def _serving(server: _Served) -> Iterator[_Served]:
+    """Serve ``server`` from a thread for the test using it, then shut it down."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -296,6 +298,11 @@ def awkward() -> Iterator[_Awkward]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def awkward() -> Iterator[_Awkward]:
+    yield from _serving(_Awkward())
 
 
 def test_fragments_big_frames_pings_and_ignored_frames(loadgen: Path, awkward: _Awkward) -> None:
@@ -412,14 +419,7 @@ class _SocketIOHandler(socketserver.BaseRequestHandler):
 
 @pytest.fixture
 def fake_socketio() -> Iterator[_FakeSocketIO]:
-    server = _FakeSocketIO()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
+    yield from _serving(_FakeSocketIO())
 
 
 def test_socketio_dialect(loadgen: Path, fake_socketio: _FakeSocketIO) -> None:
