@@ -113,17 +113,24 @@ def middleware(repeats: int, options: RunOptions, conns: int = 2000) -> dict[str
     return out
 
 
+def _median_runs(
+    scenario: Scenario, server: Server, repeats: int, options: RunOptions
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run ``scenario`` on ``server`` ``repeats`` times: the records, and the median of each metric."""
+    records = [run_once(scenario, server, options, r) for r in range(1, repeats + 1)]
+    failed = [r["error"] for r in records if not r["ok"]]
+    if failed:
+        raise RuntimeError(f"{server.name}: {failed}")
+    keys = records[0]["metrics"].keys()
+    return records, {k: _median([r["metrics"][k] for r in records]) for k in keys}
+
+
 def _echo_runs(
     servers: list[Server], scenario: Scenario, repeats: int, options: RunOptions
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for server in servers:
-        records = [run_once(scenario, server, options, r) for r in range(1, repeats + 1)]
-        failed = [r["error"] for r in records if not r["ok"]]
-        if failed:
-            raise RuntimeError(f"{server.name}: {failed}")
-        keys = records[0]["metrics"].keys()
-        out[server.name] = {k: _median([r["metrics"][k] for r in records]) for k in keys}
+        records, out[server.name] = _median_runs(scenario, server, repeats, options)
         out[server.name]["compressed_messages"] = sum(
             r["loadgen"][0].get("compressed_messages", 0) for r in records
         )
@@ -207,12 +214,7 @@ def _fanout_runs(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for server in servers:
-        records = [run_once(scenario, server, options, r) for r in range(1, repeats + 1)]
-        failed = [r["error"] for r in records if not r["ok"]]
-        if failed:
-            raise RuntimeError(f"{server.name}: {failed}")
-        keys = records[0]["metrics"].keys()
-        out[server.name] = {k: _median([r["metrics"][k] for r in records]) for k in keys}
+        _, out[server.name] = _median_runs(scenario, server, repeats, options)
         print(f"{scenario.name} {server.name}: {out[server.name]['deliveries_per_s']}", file=sys.stderr)
     return out
 
