@@ -7,7 +7,7 @@ PORT ?= 3000
 
 .PHONY: demo test lint typecheck pytest conformance conformance-compression conformance-compression-quick \
 	conformance-client conformance-client-compression conformance-full bench venv clean browser-deps \
-	redis-deps nginx-deps fuzz
+	redis-deps nginx-deps fuzz screenshots
 
 # Creates the venv and installs the package (compiling the extension when there is one).
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard src/nanosocket/_speedups/*.pyx src/nanosocket/_speedups/*.pxd)
@@ -33,6 +33,10 @@ typecheck: venv
 pytest: venv
 	NANOSOCKET_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
 	NANOSOCKET_NO_SPEEDUPS=1 $(PY) -m pytest -q tests/protocol tests/test_transport.py tests/test_endpoint.py
+
+# Refreshes the README's screenshots (docs/images/) from the browser tests of the demo and dashboard.
+screenshots: venv browser-deps
+	NANOSOCKET_UPDATE_SCREENSHOTS=1 $(PY) -m pytest -q tests/browser/test_browser.py
 
 # The real-browser tests (tests/browser/) need Debian's Chromium and, for the TypeScript check,
 # node/npm and typescript in ./node_modules (gitignored). Installed when missing (CI runs as root

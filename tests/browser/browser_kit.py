@@ -40,7 +40,13 @@ CHROMIUM_ARGS = [
 HANG_GUARD = 30.0
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-SCREENSHOTS = ROOT / "docs" / "images"
+#: Where the demo and dashboard screenshots go: the README's docs/images/ only when asked
+#: (NANOSOCKET_UPDATE_SCREENSHOTS=1, `make screenshots`), so a test run leaves the tree unchanged.
+SCREENSHOTS = (
+    ROOT / "docs" / "images"
+    if os.environ.get("NANOSOCKET_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "nanosocket-screenshots"
+)
 
 
 def browser_available() -> None:

@@ -1,7 +1,8 @@
 """nanosocket.js in Chromium beyond the shared scenarios: the chat demo between two pages, the live
 dashboard, permessage-deflate as the browser negotiates it, the browser's offline/online events,
 dead-link detection, and the page's view of a refused connection. Screenshots of the demo and the
-dashboard are saved to docs/images/ for the README.
+dashboard are taken each run; they replace the README's (docs/images/) with
+NANOSOCKET_UPDATE_SCREENSHOTS=1 (`make screenshots`).
 
 Waits are bounded by hang guards (Playwright's timeouts) only; nothing is timed.
 """
