@@ -146,6 +146,11 @@ export declare class NanoSocketClient {
   readonly options: ResolvedOptions;
   readonly connected: boolean;
   readonly connectionState: ConnectionState;
+  /**
+   * True when the current connection recovered the previous one's session (the same id and
+   * rooms; the missed messages are handled right after `connect`); false on a fresh session.
+   */
+  readonly recovered: boolean;
   /** The number of the current reconnection attempt (0 when connected or not retrying). */
   readonly reconnectAttempt: number;
   /** Messages never written: pushed out of the full offline queue, or refused by a full send buffer. */

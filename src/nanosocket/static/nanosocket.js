@@ -8,8 +8,9 @@
 //
 // It speaks docs/protocol.md exactly like the Python client (src/nanosocket/client/client.py)
 // and has the same semantics: states, reconnection with backoff, a bounded offline queue,
-// acknowledgements both ways, batches, binary msgpack frames and disconnect reasons. Times are
-// in milliseconds (the Python client counts seconds). docs/clients.md compares the two.
+// acknowledgements both ways, batches, binary msgpack frames, disconnect reasons and
+// connection-state recovery (docs/protocol.md §6). Times are in milliseconds (the Python client
+// counts seconds). docs/clients.md compares the two.
 //
 // States (any other transition throws):
 //
@@ -745,6 +746,12 @@ export class NanoSocketClient {
     this._ready = null;
     this._reconnectAttempt = 0;
     this._localCause = null;
+    // Connection-state recovery: the session the server offered (private id, its log's epoch)
+    // and the offset of the last message handled; sent back in the next $connect.
+    this._pid = null;
+    this._epoch = null;
+    this._offset = 0;
+    this._recovered = false;
     this._onOnline = () => this._online();
     this._onOffline = () => this._offline();
     if (this._options.autoConnect) this._start();
@@ -764,6 +771,14 @@ export class NanoSocketClient {
   /** 'disconnected' | 'connecting' | 'connected' | 'reconnecting' */
   get connectionState() {
     return this._state;
+  }
+  /**
+   * True when the current connection recovered the previous one's session: the same id and
+   * rooms, and the messages sent meanwhile (handled right after `connect`); false on a fresh
+   * session, or against a server without recovery (docs/guarantees.md).
+   */
+  get recovered() {
+    return this._recovered;
   }
   /** The number of the current reconnection attempt (0 when connected or not retrying). */
   get reconnectAttempt() {
@@ -806,6 +821,7 @@ export class NanoSocketClient {
       return;
     }
     run.stop();
+    this._pid = null; // a deliberate disconnect ends the session
     const link = this._link;
     if (link !== null) link.end(1000, "client disconnect");
     await run.done.promise;
@@ -1215,7 +1231,7 @@ export class NanoSocketClient {
           finish(new HandshakeError(`the server did not accept the ${V1_SUBPROTOCOL} subprotocol`));
           return;
         }
-        ws.send(this._connectFrame.payload);
+        ws.send(this._pid === null ? this._connectFrame.payload : this._recoveryFrame().payload);
       };
       ws.onerror = () => {}; // onclose follows, with the code
       ws.onclose = (event) => {
@@ -1231,6 +1247,7 @@ export class NanoSocketClient {
             const { event: name, args } = readEnvelope(envelopes[index]);
             if (name === "$connect") {
               const detail = args[0] !== null && typeof args[0] === "object" ? args[0] : {};
+              this._sessionOffered(detail);
               finish(null, { link, id: typeof detail.id === "string" ? detail.id : null, rest: envelopes.slice(index + 1) });
               return;
             }
@@ -1251,6 +1268,31 @@ export class NanoSocketClient {
         }
       };
     });
+  }
+
+  /**
+   * `$connect` asking to recover the session: `[auth, {pid, epoch, offset}]` (a server without
+   * recovery reads the auth and ignores the rest).
+   */
+  _recoveryFrame() {
+    const session = { pid: this._pid, epoch: this._epoch, offset: this._offset };
+    return encodeEnvelope({ event: "$connect", data: [this._options.auth, session] });
+  }
+
+  /** Read the recovery part of the server's answer to `$connect` (none from a server without it). */
+  _sessionOffered(answer) {
+    const pid = answer.pid;
+    this._recovered = answer.recovered === true && this._pid !== null;
+    if (typeof pid !== "string") {
+      this._pid = this._epoch = null;
+      return;
+    }
+    this._pid = pid;
+    if (!this._recovered) {
+      // A fresh session: positions count from the server's latest offset.
+      this._epoch = typeof answer.epoch === "string" ? answer.epoch : null;
+      this._offset = Number.isSafeInteger(answer.offset) ? answer.offset : 0;
+    }
   }
 
   _connected({ link, id, rest }) {
@@ -1415,6 +1457,14 @@ export class NanoSocketClient {
   }
 
   _envelope(link, envelope) {
+    if (envelope !== null && typeof envelope === "object" && Object.hasOwn(envelope, "o")) {
+      // A logged message (recovery on): each offset is handled once, in order.
+      const offset = envelope.o;
+      if (Number.isSafeInteger(offset)) {
+        if (offset <= this._offset) return;
+        this._offset = offset;
+      }
+    }
     const { event, args, ack, error } = readEnvelope(envelope);
     if (event === null) {
       if (error !== null) {

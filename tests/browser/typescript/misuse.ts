@@ -6,3 +6,4 @@ client.on("disconnect", (reason: number) => reason);
 const id: string = client.id;
 client.emit("date", () => 1);
 client.connectionState = "connected";
+client.recovered = true;

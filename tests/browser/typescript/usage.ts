@@ -30,7 +30,7 @@ const client: NanoSocketClient = new NanoSocketDefault("/", options);
 const other = new NanoSocketClient("wss://example.com/ws");
 
 client
-  .on("connect", () => console.log(client.id?.length))
+  .on("connect", () => console.log(client.id?.length, client.recovered ? "resumed" : "fresh"))
   .on("disconnect", (reason: DisconnectReason) => console.log(reason))
   .on("reconnecting", (attempt: number) => console.log(attempt + 1))
   .on("connect_error", (error: Error) => console.log(error.message))
