@@ -9,7 +9,8 @@ Events (plain WebSocket clients need no ``$connect``: their events are dispatche
   room too, so it gets its own copy (the load generator's publish acknowledgement);
 - ``call(data)``: an ack handler that returns its argument.
 
-Handlers are plain (sync) functions registered per socket in ``connection``, the documented way.
+Handlers are plain (sync) functions registered once for every socket (``server.socket_on``), the
+documented way for handlers that need no per-connection state.
 Heartbeats are off (``idle_timeout=None``) so that no ping reaches the load generator, and
 ``max_backpressure`` is large so that a load generator keeping many requests in flight is never
 cut off as a slow consumer.
@@ -66,40 +67,39 @@ def create_server(
     members: dict[str, set[Socket]] = {}
     broadcaster = server.volatile if volatile else server
 
-    @server.on("connection")
-    def on_connection(socket: Socket) -> None:
-        @socket.on("echo")
-        def echo(data: Any) -> None:
-            socket.emit("echo", data)
+    # Every handler is shared by all sockets (server.socket_on): nothing is created per connection.
+    @server.socket_on("echo")
+    def echo(socket: Socket, data: Any) -> None:
+        socket.emit("echo", data)
 
-        @socket.on("join")
-        def join(room: str) -> None:
-            socket.join(room)
-            if publish_loop:
-                members.setdefault(room, set()).add(socket)
-            socket.emit("joined", room)
-
+    @server.socket_on("join")
+    def join(socket: Socket, room: str) -> None:
+        socket.join(room)
         if publish_loop:
+            members.setdefault(room, set()).add(socket)
+        socket.emit("joined", room)
 
-            @socket.on("publish")
-            def publish_each(room: str, payload: Any) -> None:
-                for member in members.get(room, ()):
-                    member.emit("message", payload)
+    if publish_loop:
 
-            @socket.on("disconnect")
-            def forget(reason: str) -> None:
-                for room in members.values():
-                    room.discard(socket)
+        @server.socket_on("publish")
+        def publish_each(socket: Socket, room: str, payload: Any) -> None:
+            for member in members.get(room, ()):
+                member.emit("message", payload)
 
-        else:
+        @server.on("disconnect")
+        def forget(socket: Socket) -> None:
+            for room in members.values():
+                room.discard(socket)
 
-            @socket.on("publish")
-            def publish(room: str, payload: Any) -> None:
-                broadcaster.to(room).emit("message", payload)
+    else:
 
-        @socket.on("call")
-        def call(data: Any) -> Any:
-            return data
+        @server.socket_on("publish")
+        def publish(socket: Socket, room: str, payload: Any) -> None:
+            broadcaster.to(room).emit("message", payload)
+
+    @server.socket_on("call")
+    def call(socket: Socket, data: Any) -> Any:
+        return data
 
     return server
 

@@ -55,7 +55,15 @@ def load(relative: str) -> ModuleType:
 
 
 def test_every_example_has_a_test_here() -> None:
-    tested = {"server.py", "client.py", "rooms.py", "middleware_auth.py", "acks.py", "raw_echo.py"}
+    tested = {
+        "server.py",
+        "client.py",
+        "rooms.py",
+        "middleware_auth.py",
+        "acks.py",
+        "raw_echo.py",
+        "shared_handlers.py",
+    }
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
     assert {path.name for path in EXAMPLES.glob("*/*.py")} == {"app.py"}
 
@@ -155,6 +163,7 @@ async def run_script(name: str, *args: str) -> tuple[str, str]:
         ("middleware_auth.py", "ConnectError: invalid token {'login': '/login'}"),
         ("acks.py", "slow: AckTimeoutError no acknowledgement within 0.1 s"),
         ("raw_echo.py", "reply: b'\\x00\\x01\\x02'"),
+        ("shared_handlers.py", "whoami: ada"),
     ],
 )
 async def test_demo_scripts_run(name: str, expected: str) -> None:
@@ -236,6 +245,26 @@ async def test_auth_middleware_gives_each_socket_its_user() -> None:
             assert await bounded(bob.call("whoami")) == "bob"
             assert await bounded(alice.call("whoami")) == "alice"
             assert sorted(s.data["user"] for s in server.sockets.values()) == ["alice", "bob"]
+
+
+# --------------------------------------------------------------------- shared_handlers.py
+
+
+async def test_shared_handlers_serve_every_socket_before_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    shared = load("shared_handlers.py")
+    async with shared.create_app(port=0, host="127.0.0.1") as server:
+        lines = await bounded(shared.demo(f"ws://127.0.0.1:{server.port}"))
+        second = await bounded(shared.demo(f"ws://127.0.0.1:{server.port}"))
+    assert second == lines
+    assert lines == [
+        "echo: hello",
+        "add: 5",
+        "whoami: anonymous",
+        "rename: AckError a name cannot be empty",
+        "rename: ada",
+        "whoami: ada",
+    ]
+    assert capsys.readouterr().out.splitlines() == ["server: echoed 'hello' to 127.0.0.1"] * 2
 
 
 # -------------------------------------------------------------------------------- acks.py

@@ -58,8 +58,24 @@ def check_server_side_name(event: object) -> str:
         raise ValueError(
             f"{event!r} cannot be a server-side event: the server emits {sorted(SERVER_EVENTS)} itself, "
             f"sockets raise {sorted(PEER_RESERVED_EVENTS)}, '$' names belong to the protocol, and "
-            "names are non-empty strings without NUL (client events are registered on the socket "
-            "inside a 'connection' handler: socket.on(...))"
+            "names are non-empty strings without NUL (client events are registered for every socket "
+            "with server.socket_on(...), or on one socket with socket.on(...))"
+        )
+    return event
+
+
+def check_socket_event_name(event: object) -> str:
+    """Validate the name of a client event handled at server level (``socket_on``): a
+    non-empty string without NUL, not starting with '$', not an event raised locally."""
+    if not isinstance(event, str) or not event or "\x00" in event or event[0] == "$":
+        raise ValueError(
+            f"cannot listen to {event!r}: event names are non-empty strings without NUL "
+            "('$' names belong to the protocol)"
+        )
+    if event in PEER_RESERVED_EVENTS:
+        raise ValueError(
+            f"{event!r} is not a client event: a client can never send it (the server's "
+            "'disconnect' and 'error' events are registered with server.on)"
         )
     return event
 
@@ -138,6 +154,10 @@ class NanoSocket:
             self.adapter.enable_recovery(self.options.recovery)
         self.stats = Stats()
         self._handlers = HandlerRegistry()
+        #: Handlers of client events shared by every socket (``socket_on``): event → handlers,
+        #: each called as ``handler(socket, *args)``. Tuples are replaced, never changed, so a
+        #: dispatch in progress keeps its snapshot.
+        self._socket_handlers: dict[str, tuple[Handler, ...]] = {}
         self._middleware: list[Middleware] = []
         self._routes = Router()
         self._ws_options = self.options.websocket_options()
@@ -161,7 +181,8 @@ class NanoSocket:
     def on(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
         """Register a server event handler: ``connection`` (socket), ``disconnect`` (socket,
         reason), ``listening`` (), ``error`` (error, socket or None), ``close`` (); any other name
-        is a server-side event, emitted by other nodes of a cluster (``server_side_emit``)."""
+        is a server-side event, emitted by other nodes of a cluster (``server_side_emit``).
+        Client events are handled with ``socket_on`` (every socket) or ``socket.on`` (one)."""
         if event not in SERVER_EVENTS:
             check_server_side_name(event)
         if handler is None:
@@ -178,6 +199,48 @@ class NanoSocket:
     def off(self, event: str | None = None, handler: Callable[..., Any] | None = None) -> None:
         """Remove a server event handler (or all of an event, or all)."""
         self._handlers.off(event, handler)
+
+    @overload
+    def socket_on(self, event: str) -> Callable[[F], F]: ...
+
+    @overload
+    def socket_on(self, event: str, handler: F) -> F: ...
+
+    def socket_on(self, event: str, handler: F | None = None) -> F | Callable[[F], F]:
+        """Register a handler of the client event ``event`` for every socket, present and future:
+        ``handler(socket, *args)``; usable as ``@server.socket_on(event)``.
+
+        It runs before the socket's own handlers of ``event`` (``socket.on``), and as the first
+        handler its return value answers the client's ack. Local events (``disconnect``,
+        ``error``...) are server events: ``server.on``.
+        """
+        check_socket_event_name(event)
+        if handler is None:
+            return partial(self.socket_on, event)  # type: ignore[return-value]  # the decorator form
+        described = Handler(handler)
+        if described.max_args == 0:
+            raise TypeError(
+                f"{getattr(handler, '__qualname__', handler)!r} takes no arguments: a server-level "
+                "handler is called with the socket first, then the event's arguments"
+            )
+        handlers = self._socket_handlers
+        handlers[event] = (*handlers.get(event, ()), described)
+        return handler
+
+    def socket_off(self, event: str | None = None, handler: Callable[..., Any] | None = None) -> None:
+        """Remove a server-level socket event handler, all of ``event``, or all of them (the
+        handlers sockets registered themselves stay)."""
+        handlers = self._socket_handlers
+        if event is None:
+            handlers.clear()
+        elif handler is None:
+            handlers.pop(event, None)
+        elif event in handlers:
+            remaining = tuple(h for h in handlers[event] if h.fn is not handler and h.fn != handler)
+            if remaining:
+                handlers[event] = remaining
+            else:
+                del handlers[event]
 
     def _emit_server_event(self, event: str, *args: Any) -> None:
         handlers = self._handlers.get(event)

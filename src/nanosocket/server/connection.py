@@ -17,7 +17,7 @@ from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..adapters.base import Adapter, Session
-from ..dispatch import AckTable, HandlerRegistry, Suspended, fitting_args, invoke
+from ..dispatch import AckTable, Handler, HandlerRegistry, Suspended, fitting_args, invoke
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
 from ..protocol.deflate import OutgoingMessage, PerMessageDeflate
@@ -86,6 +86,8 @@ class ConnectionHost(Protocol):
     stats: Stats
     #: Async event handlers still running (held so that none is collected while it waits).
     _handler_tasks: set[asyncio.Task[Any]]
+    #: Client event handlers shared by every socket: event → handlers, ``handler(socket, *args)``.
+    _socket_handlers: dict[str, tuple[Handler, ...]]
     #: Connected sockets by their private session id (connection-state recovery on).
     _live_sessions: dict[str, Socket]
 
@@ -328,11 +330,38 @@ class Connection:
                 return
             self._refuse(event, ack)
             return
-        handlers = self._handlers.get(event) if self._handlers is not None else None
-        if handlers is None:
-            if ack is not None:
-                self._send_ack_error(ack, f"no handler for event {event!r}")
-            return
+        # Server-level handlers first (one lookup: most sockets have no registry of their own),
+        # then the socket's own; only the first handler of an event answers its ack.
+        shared = self._host._socket_handlers.get(event)
+        own = self._handlers
+        if own is not None and (mine := own.get(event)) is not None:
+            if shared is not None:
+                self._run_handlers(shared, (self, *args), ack)
+                ack = None
+            self._run_handlers(mine, args, ack)
+        elif shared is not None:
+            # The common case, inline: handlers every socket shares, none of its own.
+            with_socket = (self, *args)
+            for handler in shared:
+                try:
+                    result = invoke(handler, with_socket)
+                except Exception as exc:
+                    self._handler_failed(exc, ack)
+                    ack = None
+                    continue
+                if type(result) is Suspended:
+                    self._host._handler_tasks.add(result.task)
+                    result.task.add_done_callback(partial(self._handler_finished, ack))
+                elif ack is not None:
+                    self._send_ack(ack, result)
+                ack = None
+        elif ack is not None:
+            self._send_ack_error(ack, f"no handler for event {event!r}")
+
+    def _run_handlers(
+        self, handlers: tuple[Handler, ...], args: list[Any] | tuple[Any, ...], ack: int | None
+    ) -> None:
+        """Run the handlers of one client event in order; the first one answers ``ack``."""
         for handler in handlers:
             try:
                 result = invoke(handler, args)
@@ -347,7 +376,6 @@ class Connection:
                 result.task.add_done_callback(partial(self._handler_finished, ack))
             elif ack is not None:
                 self._send_ack(ack, result)
-            # Only the first handler of an event answers its ack.
             ack = None
 
     def _handler_finished(self, ack: int | None, task: asyncio.Task[Any]) -> None:

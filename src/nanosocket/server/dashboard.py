@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..adapters.base import Adapter, BroadcastTarget
 from ..adapters.memory import MemoryAdapter
-from ..dispatch import run_eagerly
+from ..dispatch import Handler, run_eagerly
 from ..errors import ConnectError
 from ..protocol.handshake import Request
 from .broadcast import build_event_frame
@@ -89,6 +89,8 @@ class Dashboard:
         self._ticker: asyncio.TimerHandle | None = None
         self._admissions: set[asyncio.Task[Any]] = set()
         self._handler_tasks: set[asyncio.Task[Any]] = set()
+        #: Dashboard sockets have no server-level event handlers.
+        self._socket_handlers: dict[str, tuple[Handler, ...]] = {}
         self._live_sessions: dict[str, Socket] = {}
         self._last: tuple[float, int, int, int] | None = None
 
