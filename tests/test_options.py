@@ -154,6 +154,10 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "rate_limit_bytes": None,
     "rate_limit_bytes_burst": None,
     "recovery": None,
+    "dedup_window": 300.0,
+    "dedup_max_entries": 100_000,
+    "dedup_max_bytes": 32 * 1024 * 1024,
+    "dedup_max_reply": 64 * 1024,
 }
 
 SERVER_INVALID: dict[str, list[Any]] = {
@@ -185,6 +189,11 @@ SERVER_INVALID: dict[str, list[Any]] = {
     # Below max_payload_length (1 MiB): the largest message could never pass; without its rate.
     "rate_limit_bytes_burst": [1024, 0, math.inf, 2 * 1024 * 1024],
     "recovery": [True, {"max_disconnection": 1.0}, 120.0],
+    "dedup_window": [0, -1.0, float("inf"), "300", None, True],
+    "dedup_max_entries": [0, -1, 1.5, None, True],
+    "dedup_max_bytes": [0, -1, 1.5, None],
+    # Over dedup_max_bytes (32 MiB by default) too.
+    "dedup_max_reply": [-1, 1.5, None, 64 * 1024 * 1024],
 }
 
 

@@ -300,9 +300,31 @@ class ServerOptions:
     rate_limit_bytes_burst: float | None = None
     #: Connection-state recovery (RecoveryOptions); None: off, and messages carry no offset.
     recovery: RecoveryOptions | None = None
+    #: Seconds a client message id (``mid``, docs/protocol.md "At-least-once emits") is remembered
+    #: from its first arrival, with its handler's reply: a copy arriving within it does not run
+    #: the handler again. It must be longer than any client's retry span (the Python client never
+    #: sends a copy later than ``dedup_window - ack_timeout`` after the first; the server tells
+    #: clients the window in its answer to ``$connect``).
+    dedup_window: float = 300.0
+    #: Most message ids remembered at once (the oldest go first, even within the window).
+    dedup_max_entries: int = 100_000
+    #: Most bytes of replies kept for them (the oldest go first, even within the window).
+    dedup_max_bytes: int = 32 * MiB
+    #: A reply bigger than this many bytes is not kept: a copy is then answered with an error
+    #: saying the message was handled but its reply was not kept.
+    dedup_max_reply: int = 64 * KiB
 
     def __post_init__(self) -> None:
         _check_positive_int("max_pending_messages", self.max_pending_messages)
+        _check_seconds("dedup_window", self.dedup_window)
+        _check_positive_int("dedup_max_entries", self.dedup_max_entries)
+        _check_positive_int("dedup_max_bytes", self.dedup_max_bytes)
+        _check_positive_int("dedup_max_reply", self.dedup_max_reply, minimum=0)
+        if self.dedup_max_reply > self.dedup_max_bytes:
+            raise ConfigurationError(
+                f"dedup_max_reply ({self.dedup_max_reply!r}) must not be more than "
+                f"dedup_max_bytes ({self.dedup_max_bytes!r})"
+            )
         if self.recovery is not None and not isinstance(self.recovery, RecoveryOptions):
             raise ConfigurationError(f"recovery must be a RecoveryOptions or None, got {self.recovery!r}")
         _check_seconds("ack_timeout", self.ack_timeout)
@@ -395,6 +417,10 @@ class ServerOptionsKwargs(TypedDict, total=False):
     rate_limit_bytes: float | None
     rate_limit_bytes_burst: float | None
     recovery: RecoveryOptions | None
+    dedup_window: float
+    dedup_max_entries: int
+    dedup_max_bytes: int
+    dedup_max_reply: int
 
 
 def server_options(**values: object) -> ServerOptions:

@@ -551,7 +551,7 @@ async def test_recovery_off_changes_nothing() -> None:
     await app.listen()
     try:
         ws, answer = await raw_connect(app.server.port, {"pid": "x", "epoch": "y", "offset": 0})
-        assert answer == {"id": answer["id"]}
+        assert answer == {"id": answer["id"], "dedup_window": 300.0}
         await until(lambda: app.connections)
         app.last.emit("msg", 1)
         app.server.to("room").emit("msg", 2)

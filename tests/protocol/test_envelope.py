@@ -19,7 +19,16 @@ from hypothesis import strategies as st
 from nanosocket._speedups import enabled as speedups_enabled
 from nanosocket.errors import ProtocolError
 from nanosocket.protocol import envelope
-from nanosocket.protocol.envelope import PEER_RESERVED_EVENTS, py_ack_frame, py_decode_event, py_event_frame
+from nanosocket.protocol.envelope import (
+    PEER_RESERVED_EVENTS,
+    check_message_id,
+    encode_kept_ack,
+    encode_reply_body,
+    py_ack_frame,
+    py_decode_event,
+    py_event_frame,
+    read_envelope,
+)
 from nanosocket.protocol.frames import BINARY, TEXT
 
 
@@ -194,6 +203,15 @@ def test_the_compiled_decode_event_is_selected_when_built_and_allowed() -> None:
         ('{"ack":3,"data":[1]}', {"ack": 3, "data": [1]}),
         ('[{"event":"a","data":[]}]', [{"event": "a", "data": []}]),
         ('"text"', "text"),
+        # A client message id (at-least-once emits) takes the general path too.
+        (
+            '{"event":"a","data":[],"ack":1,"mid":"abcdefgh-1"}',
+            {"event": "a", "data": [], "ack": 1, "mid": "abcdefgh-1"},
+        ),
+        ('{"event":"a","data":[],"mid":"abcdefgh-1"}', {"event": "a", "data": [], "mid": "abcdefgh-1"}),
+        # Other extra keys (original nano-socket clients' id and timestamp) do not.
+        ('{"event":"a","data":[],"ack":1,"id":"x","timestamp":1}', ("a", [], 1)),
+        ('{"event":"a","data":[2],"id":"x"}', ("a", [2], None)),
     ],
 )
 def test_events_are_sorted_from_everything_else(decode_event: Any, text: str, expected: Any) -> None:
@@ -217,9 +235,11 @@ def test_malformed_frames_raise_the_specs_errors(decode_event: Any) -> None:
     envelope_=st.fixed_dictionaries(
         {},
         optional={
-            "event": st.text(max_size=6) | st.integers(),
+            "event": st.text(max_size=6) | st.integers(-(2**63), 2**63 - 1),
             "data": JSON_VALUES,
             "ack": st.none() | st.booleans() | st.integers(-2, 2**54),
+            "mid": st.text(max_size=3),
+            "id": st.text(max_size=3),
         },
     )
     | JSON_VALUES,
@@ -229,3 +249,41 @@ def test_the_compiled_twin_decodes_as_the_spec(envelope_: Any, binary: bool) -> 
     compiled = DECODE_IMPLEMENTATIONS[1].values[0]
     message = msgpack.packb(envelope_) if binary else orjson.dumps(envelope_).decode()
     assert _outcome(compiled, message) == _outcome(py_decode_event, message)
+
+
+@pytest.mark.parametrize(
+    ("mid", "problem"),
+    [
+        ("abcdefgh", None),
+        ("A" * 64, None),
+        ("aZ09_-aZ09_-", None),
+        ("abcdefg", "mid must be 8 to 64 characters long, got 7"),
+        ("a" * 65, "mid must be 8 to 64 characters long, got 65"),
+        ("abcdefg!", "mid may only hold the characters A-Z a-z 0-9 _ -"),
+        ("abcdefgé", "mid may only hold the characters A-Z a-z 0-9 _ -"),
+        (12345678, "mid must be a string, got int"),
+        (None, "mid must be a string, got NoneType"),
+    ],
+)
+def test_message_ids_are_checked(mid: Any, problem: str | None) -> None:
+    assert check_message_id(mid) == problem
+
+
+@pytest.mark.parametrize(
+    "value", [[{"x": 1}], [b"\x00\xff"], {"message": "boom", "type": "ValueError"}, [None]]
+)
+@pytest.mark.parametrize("ack", [0, 7, 2**53 - 1])
+def test_a_kept_reply_is_sent_again_under_any_ack_id(value: Any, ack: int) -> None:
+    body, binary = encode_reply_body(value)
+    error = isinstance(value, dict)
+    frame = encode_kept_ack(ack, error, body, binary)
+    decoded = msgpack.unpackb(frame, raw=False) if binary else orjson.loads(frame)
+    assert decoded == {"ack": ack, ("error" if error else "data"): value}
+    assert read_envelope(decoded)[2] == ack
+
+
+def test_a_reply_no_codec_takes_raises_type_error() -> None:
+    with pytest.raises(TypeError):
+        encode_reply_body([object()])
+    with pytest.raises(TypeError):
+        encode_reply_body([b"x", object()])

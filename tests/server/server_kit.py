@@ -246,7 +246,7 @@ class Harness:
         peer = await self.v1_unconnected(server, path=path, **kwargs)
         peer.emit("$connect", auth)
         (answer,) = await peer.expect("$connect")
-        assert set(answer) == {"id"}
+        assert set(answer) == {"id", "dedup_window"}
         peer.sid = answer["id"]
         return peer
 

@@ -299,7 +299,7 @@ async def test_no_event_is_dispatched_before_the_middleware_finish(ns: Harness) 
     assert log == ["middleware start"]
     release.set()
     (answer,) = await peer.expect("$connect")
-    assert answer == {"id": captured[0].id}
+    assert answer == {"id": captured[0].id, "dedup_window": 300.0}
     assert (await peer.expect_ack(5))["data"] == [20]
     assert log == ["middleware start", "middleware end", "connection", *(("step", n) for n in (1, 2, 3, 4))]
 
@@ -490,7 +490,7 @@ async def test_nothing_reaches_a_client_before_its_connect_step_ends(ns: Harness
     release.set()
     if decision == "accept":
         (answer,) = await waiting.expect("$connect")
-        assert answer == {"id": captured[0].id}
+        assert answer == {"id": captured[0].id, "dedup_window": 300.0}
         assert server.to("members").emit("members-only", "welcome") == 2
         assert await waiting.expect("members-only") == ["welcome"]
     else:

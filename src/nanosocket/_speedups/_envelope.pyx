@@ -104,8 +104,8 @@ def decode_event(message):
     if type(event) is str and type(args) is list and len(<str> event) and "\x00" not in <str> event:
         ack = envelope.get("ack")
         if ack is None:
-            if "ack" not in envelope:
+            if "ack" not in envelope and (len(envelope) == 2 or "mid" not in envelope):
                 return event, args, None
-        elif type(ack) is int and 0 <= ack <= _max_ack_id:
+        elif type(ack) is int and 0 <= ack <= _max_ack_id and (len(envelope) == 3 or "mid" not in envelope):
             return event, args, ack
     return decoded

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..errors import AckError, ConfigurationError
-from ..options import RecoveryOptions
+from ..options import RecoveryOptions, ServerOptions
 from ..protocol.deflate import OutgoingMessage
 from ..protocol.handshake import Headers
+from .dedup import DedupStore, LocalDedup, Reply
 
 if TYPE_CHECKING:
     from .recovery import RoomHistory
@@ -39,8 +40,10 @@ __all__ = [
     "Adapter",
     "AdapterStats",
     "BroadcastTarget",
+    "DedupStore",
     "Member",
     "Node",
+    "Reply",
     "Session",
     "SocketInfo",
 ]
@@ -173,11 +176,14 @@ class AckResults:
 
 
 class AdapterStats:
-    """What an adapter counts (all zero for a MemoryAdapter): rendered in ``/metrics``."""
+    """What an adapter counts (the cluster counters are zero for a MemoryAdapter): rendered in
+    ``/metrics``."""
 
     __slots__ = (
         "deaf_detected",
+        "dedup_evicted",
         "dropped",
+        "duplicates",
         "late_responses",
         "publish_failures",
         "published",
@@ -203,6 +209,10 @@ class AdapterStats:
         self.resubscribes = 0
         #: Times the node found itself deaf (subscribed, but not hearing its own canary).
         self.deaf_detected = 0
+        #: Copies of at-least-once messages whose handler did not run again (a ``mid`` seen).
+        self.duplicates = 0
+        #: Message ids forgotten before their window ended (over dedup_max_entries or _bytes).
+        self.dedup_evicted = 0
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -225,6 +235,14 @@ class AdapterStats:
             "cluster_deaf_detected": (
                 "Times the node did not hear its own canary and re-subscribed",
                 self.deaf_detected,
+            ),
+            "dedup_duplicates": (
+                "Copies of at-least-once messages answered without running the handler again",
+                self.duplicates,
+            ),
+            "dedup_evicted": (
+                "Message ids forgotten before their de-duplication window ended (store full)",
+                self.dedup_evicted,
             ),
         }
 
@@ -362,6 +380,13 @@ class Adapter(ABC):
     @abstractmethod
     async def fetch_room_size(self, room: str, timeout: float | None = None) -> int:
         """How many members ``room`` has on all nodes together."""
+
+    # ------------------------------------------------------------ at-least-once
+
+    def dedup_store(self, options: ServerOptions) -> DedupStore:
+        """Where the server remembers client message ids and their replies (the server calls it
+        once). By default this process alone; a cluster adapter shares them between nodes."""
+        return LocalDedup(options, self.stats)
 
     # ---------------------------------------------------------------- recovery
 

@@ -30,6 +30,7 @@ __all__ = [
     "ack_frame",
     "check_emit_name",
     "check_event_name",
+    "check_message_id",
     "decode_binary",
     "decode_event",
     "decode_text",
@@ -38,6 +39,8 @@ __all__ = [
     "encode_ack_error",
     "encode_emit",
     "encode_event",
+    "encode_kept_ack",
+    "encode_reply_body",
     "event_frame",
     "iter_envelopes",
     "py_ack_frame",
@@ -124,7 +127,9 @@ def py_decode_event(message: str | bytes) -> Any:
     An event envelope that can be dispatched as it is (a non-empty event name without NUL, a list
     of arguments, no ack or a valid ack id: what read_envelope accepts unchanged) comes back as
     the tuple ``(event, args, ack)``; anything else as the decoded value itself (an ack reply, a
-    batch, an envelope read_envelope must look at). Neither JSON nor msgpack decodes to a tuple.
+    batch, an envelope with a message id, an envelope read_envelope must look at). Neither JSON
+    nor msgpack decodes to a tuple. (Two keys, or three with an ack, are an envelope without a
+    message id: the size is checked before looking for ``mid``.)
     """
     decoded = decode_text(message) if type(message) is str else decode_binary(message)  # type: ignore[arg-type]
     if type(decoded) is dict:
@@ -133,8 +138,9 @@ def py_decode_event(message: str | bytes) -> Any:
         if type(event) is str and type(args) is list and event and "\x00" not in event:
             ack = decoded.get("ack")
             if ack is None and "ack" not in decoded:
-                return event, args, None
-            if type(ack) is int and 0 <= ack <= MAX_ACK_ID:
+                if len(decoded) == 2 or "mid" not in decoded:
+                    return event, args, None
+            elif type(ack) is int and 0 <= ack <= MAX_ACK_ID and (len(decoded) == 3 or "mid" not in decoded):
                 return event, args, ack
     return decoded
 
@@ -301,3 +307,48 @@ if speedups_enabled():
 def encode_ack_error(ack: int, message: str, **detail: Any) -> bytes:
     """Encode an error answer to an ack request (always JSON)."""
     return _json_dumps({"ack": ack, "error": {"message": message, **detail}})
+
+
+#: Shortest and longest client message id (``mid``), and its alphabet (base64url).
+MID_MIN_LENGTH: Final = 8
+MID_MAX_LENGTH: Final = 64
+_MID_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def check_message_id(mid: object) -> str | None:
+    """Why ``mid`` is not a valid client message id (None when it is): a string of 8 to 64
+    characters from ``A-Z a-z 0-9 _ -``."""
+    if type(mid) is not str:
+        return f"mid must be a string, got {type(mid).__name__}"
+    if not MID_MIN_LENGTH <= len(mid) <= MID_MAX_LENGTH:
+        return f"mid must be {MID_MIN_LENGTH} to {MID_MAX_LENGTH} characters long, got {len(mid)}"
+    if not _MID_CHARS.issuperset(mid):
+        return "mid may only hold the characters A-Z a-z 0-9 _ -"
+    return None
+
+
+def encode_reply_body(value: Any) -> tuple[bytes, bool]:
+    """The ``data`` (a list) or ``error`` (an object) of an ack reply encoded alone, to be kept
+    and sent again under other ack ids (``encode_kept_ack``): JSON, or msgpack when it holds bytes."""
+    try:
+        return _json_dumps(value), False
+    except TypeError:
+        if not _contains_bytes(value):
+            raise
+    try:
+        return _msgpack_packb(value, use_bin_type=True, datetime=False), True
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot encode reply: {exc}") from exc
+
+
+_MSGPACK_ACK_HEAD: Final[bytes] = b"\x82" + _msgpack_packb("ack")
+
+
+def encode_kept_ack(ack: int, error: bool, body: bytes, binary: bool) -> bytes:
+    """An ack reply around a body from ``encode_reply_body``: ``{"ack": ack, "data": body}`` (or
+    ``"error"``), in the body's encoding, without decoding the body again."""
+    key = "error" if error else "data"
+    if binary:
+        packed: bytes = _msgpack_packb(ack) + _msgpack_packb(key)
+        return _MSGPACK_ACK_HEAD + packed + body
+    return b'{"ack":%d,"%s":%s}' % (ack, key.encode(), body)

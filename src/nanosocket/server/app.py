@@ -153,6 +153,8 @@ class NanoSocket:
         if self.options.recovery is not None:
             self.adapter.enable_recovery(self.options.recovery)
         self.stats = Stats()
+        #: Client message ids of at-least-once emits seen recently, and their replies.
+        self._dedup = self.adapter.dedup_store(self.options)
         self._handlers = HandlerRegistry()
         #: Handlers of client events shared by every socket (``socket_on``): event → handlers,
         #: each called as ``handler(socket, *args)``. Tuples are replaced, never changed, so a

@@ -16,7 +16,7 @@ from enum import IntEnum
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from ..adapters.base import Adapter, Session
+from ..adapters.base import Adapter, DedupStore, Reply, Session
 from ..dispatch import AckTable, Handler, HandlerRegistry, Suspended, fitting_args, invoke
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
@@ -32,8 +32,11 @@ from ..protocol.envelope import (
     encode,
     encode_ack,
     encode_ack_error,
+    encode_kept_ack,
+    encode_reply_body,
     read_envelope,
 )
+from ..protocol.envelope import check_message_id as mid_problem
 from ..protocol.frames import BINARY, TEXT, build_frame
 from ..protocol.handshake import Request
 from ..transport import SendStatus, WebSocket
@@ -90,6 +93,8 @@ class ConnectionHost(Protocol):
     _socket_handlers: dict[str, tuple[Handler, ...]]
     #: Connected sockets by their private session id (connection-state recovery on).
     _live_sessions: dict[str, Socket]
+    #: Client message ids of at-least-once emits seen recently, and their replies.
+    _dedup: DedupStore
 
     def _admit(self, socket: Socket) -> asyncio.Task[Any] | None:
         """Run the connect step (middleware) for a socket whose ``$connect`` has arrived; return
@@ -319,6 +324,9 @@ class Connection:
             if acks is None or not acks.resolve(ack, args, error):
                 self._host.stats.unknown_acks += 1
             return
+        if "mid" in envelope:
+            self._dispatch_once(event, args, ack, envelope["mid"])
+            return
         self._dispatch(event, args, ack)
 
     def _dispatch(self, event: str, args: list[Any], ack: int | None) -> None:
@@ -378,6 +386,121 @@ class Connection:
                 self._send_ack(ack, result)
             ack = None
 
+    # ------------------------------------------------------ at-least-once emits
+
+    def _dispatch_once(self, event: str, args: list[Any], ack: int | None, mid: object) -> None:
+        """An event with a client message id: its handler runs for the first copy only; every
+        copy's ack is answered with the first run's reply (docs/protocol.md)."""
+        if event[0] == "$" or event in PEER_RESERVED_EVENTS:
+            self._refuse(event, ack)
+            return
+        problem = mid_problem(mid)
+        if ack is None:
+            self._send_error("a message with a mid must ask for an ack" if problem is None else problem)
+            return
+        if problem is not None:
+            self._send_ack_error(ack, problem, type="InvalidMessageId")
+            return
+        assert type(mid) is str
+        # Claimed before looking for a handler: a copy is answered even when the first run
+        # spent a ``once`` handler (without one, _run_once releases the id).
+        claimed = self._host._dedup.claim(mid, partial(self._send_kept, ack))
+        if claimed is True:
+            self._run_once(event, args, ack, mid)
+        elif claimed is not False:
+            answered = partial(self._claim_answered, event, args, ack, mid)
+            asyncio.ensure_future(claimed).add_done_callback(answered)
+
+    def _claim_answered(
+        self, event: str, args: list[Any], ack: int, mid: str, claim: asyncio.Future[bool]
+    ) -> None:
+        """A claim that took a round trip (a shared store) is answered."""
+        if claim.cancelled():
+            return
+        error = claim.exception()
+        if error is not None:
+            # The store is unreachable: no answer, so that the client sends the message again.
+            logger.warning("could not claim message id %s: %s", mid, error)
+            return
+        if claim.result():
+            if self._state is _CONNECTED:
+                self._run_once(event, args, ack, mid)
+            else:
+                self._host._dedup.release(mid)  # gone meanwhile: the next copy runs it
+
+    def _run_once(self, event: str, args: list[Any], ack: int, mid: str) -> None:
+        """``_dispatch``'s loop for a claimed message: the first handler's outcome is settled
+        under ``mid`` (and answers the ack); the others just run."""
+        # Server-level handlers first, then the socket's own (as _dispatch does).
+        shared = self._host._socket_handlers.get(event)
+        own = self._handlers.get(event) if self._handlers is not None else None
+        calls: list[tuple[Handler, list[Any] | tuple[Any, ...]]] = [
+            *((handler, (self, *args)) for handler in shared or ()),
+            *((handler, args) for handler in own or ()),
+        ]
+        if not calls:
+            self._host._dedup.release(mid)
+            self._send_ack_error(ack, f"no handler for event {event!r}")
+            return
+        first = True
+        for handler, call_args in calls:
+            try:
+                result = invoke(handler, call_args)
+            except Exception as exc:
+                self._handler_failed(exc, None)
+                if first:
+                    self._settle(mid, ack, None, exc)
+                first = False
+                continue
+            if type(result) is Suspended:
+                self._host._handler_tasks.add(result.task)
+                if first:
+                    result.task.add_done_callback(partial(self._finished_once, mid, ack))
+                else:
+                    result.task.add_done_callback(partial(self._handler_finished, None))
+            elif first:
+                self._settle(mid, ack, result, None)
+            first = False
+
+    def _finished_once(self, mid: str, ack: int, task: asyncio.Task[Any]) -> None:
+        self._host._handler_tasks.discard(task)
+        if task.cancelled():
+            # The handler did not finish (the server is closing): no answer, and the id is
+            # forgotten, so that the client's next copy runs it.
+            self._host._dedup.release(mid)
+            return
+        error = task.exception()
+        if error is not None:
+            self._handler_failed(error, None)
+            self._settle(mid, ack, None, error)
+        else:
+            self._settle(mid, ack, task.result(), None)
+
+    def _settle(self, mid: str, ack: int, result: Any, error: BaseException | None) -> None:
+        """Keep the first run's reply under ``mid``, answer the copies waiting and this ack."""
+        reply: Reply | None = None
+        if error is None:
+            try:
+                reply = Reply(False, *encode_reply_body([result]))
+            except TypeError as exc:
+                error = TypeError(f"handler result cannot be sent: {exc}")
+                self._handler_failed(error, None)
+        if reply is None:
+            assert error is not None
+            detail = {"message": str(error) or type(error).__name__, "type": type(error).__name__}
+            reply = Reply(True, encode_reply_body(detail)[0])
+        self._host._dedup.settle(mid, reply)
+        self._send_kept(ack, reply)
+
+    def _send_kept(self, ack: int, reply: Reply) -> None:
+        """Answer ``ack`` with a kept reply (nothing once the socket is gone)."""
+        if self._state is _CONNECTED:
+            self._write_message(encode_kept_ack(ack, reply.error, reply.body, reply.binary), reply.binary)
+
+    def _send_error(self, message: str) -> None:
+        """Tell the client that one of its messages was refused (``$error``); it stays connected."""
+        self.send_frame(build_frame(TEXT, encode({"event": "$error", "data": [{"message": message}]})[0]))
+
     def _handler_finished(self, ack: int | None, task: asyncio.Task[Any]) -> None:
         self._host._handler_tasks.discard(task)
         if task.cancelled():
@@ -401,7 +524,7 @@ class Connection:
         message = f"event name {event!r} is reserved"
         if ack is not None:
             self._send_ack_error(ack, message)
-        self.send_frame(build_frame(TEXT, encode({"event": "$error", "data": [{"message": message}]})[0]))
+        self._send_error(message)
 
     def _violation(self, error: ProtocolError) -> None:
         """Malformed input: close this connection with the error's code, nothing else."""
@@ -454,7 +577,8 @@ class Connection:
         else:
             host.adapter.register(self._as_socket())
             if self._v1:
-                self._send_envelope({"event": "$connect", "data": [{"id": self.id}]})
+                answer = {"id": self.id, "dedup_window": host.options.dedup_window}
+                self._send_envelope({"event": "$connect", "data": [answer]})
         host._socket_connected(self._as_socket())
         pending, self._pending = self._pending, None
         if pending:
@@ -541,6 +665,7 @@ class Connection:
             "epoch": epoch,
             "offset": offset,
             "recovered": bool(missed is not None),
+            "dedup_window": self._host.options.dedup_window,
         }
         self._send_envelope({"event": "$connect", "data": [answer]})
         if missed:

@@ -92,6 +92,7 @@ class Dashboard:
         #: Dashboard sockets have no server-level event handlers.
         self._socket_handlers: dict[str, tuple[Handler, ...]] = {}
         self._live_sessions: dict[str, Socket] = {}
+        self._dedup = self.adapter.dedup_store(self.options)
         self._last: tuple[float, int, int, int] | None = None
 
     # ------------------------------------------------------------------- HTTP
