@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from nanosocket.errors import HandshakeError, HandshakeRejected, InvalidHandshake
 from nanosocket.protocol.handshake import (
-    CompactHeaders,
     Headers,
     Request,
     RequestReader,
@@ -24,8 +23,12 @@ from nanosocket.protocol.handshake import (
     check_upgrade,
     generate_key,
     http_response,
+    keep_request,
+    kept_headers,
+    kept_target,
     origin_allowed,
     parse_ws_url,
+    target_query,
     wants_upgrade,
 )
 
@@ -687,34 +690,43 @@ def test_headers_raw_items_is_a_copy() -> None:
     assert len(Headers()) == 0
 
 
-# ------------------------------------------------------------------ CompactHeaders
+# ------------------------------------------------------------------ keep_request
 
 _header_name = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=1, max_size=12
 )
 _header_value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=40)
+_target = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)
 
 
-@given(st.lists(st.tuples(_header_name, _header_value), max_size=12))
-def test_compact_headers_read_exactly_like_headers(items: list[tuple[str, str]]) -> None:
-    """What a server keeps per connection (one string) reads back exactly as the parsed list:
-    repeated names, empty values and values containing ':' included."""
-    full = Headers(items)
-    compact = CompactHeaders(items)
-    assert compact.raw_items() == full.raw_items()
-    assert dict(compact) == dict(full) and len(compact) == len(full) and list(compact) == list(full)
-    for name, _ in items:
-        assert compact.get_all(name.upper()) == full.get_all(name)
+@given(
+    _target,
+    st.lists(st.tuples(st.one_of(_header_name, st.just("Sec-WebSocket-Key")), _header_value), max_size=12),
+)
+def test_a_kept_request_reads_back_exactly(target: str, items: list[tuple[str, str]]) -> None:
+    """What a server keeps per connection (one string and the key) reads back exactly as the
+    parsed request: its target, and its headers with repeated names (a repeated key too), empty
+    values and values containing ':' included."""
+    request = Request("GET", target, Headers(items))
+    head, key = keep_request(request)
+    assert kept_target(head) == target
+    headers = kept_headers(head, key)
+    assert headers.raw_items() == request.headers.raw_items()
+    assert dict(headers) == dict(request.headers) and list(headers) == list(request.headers)
+    keys = request.headers.get_all("sec-websocket-key")
+    assert key == (keys[0] if keys else None)
 
 
-def test_a_compacted_request_keeps_everything_but_the_list() -> None:
-    request = Request("GET", "/chat?room=a", Headers([("Host", "h:1"), ("X-Token", "a:b"), ("X-Token", "")]))
-    kept = request.compact()
-    assert isinstance(kept.headers, CompactHeaders)
-    assert (kept.method, kept.target, kept.keep_alive, kept.query) == (
-        "GET",
-        "/chat?room=a",
-        True,
-        {"room": "a"},
-    )
-    assert kept.headers["x-token"] == "a:b, " and kept.headers.get_all("host") == ["h:1"]
+def test_alike_requests_share_their_kept_head_and_keep_their_own_key() -> None:
+    def request(key: str) -> Request:
+        return Request(
+            "GET",
+            "/chat?room=a&x=",
+            Headers([("Host", "h:1"), ("Sec-WebSocket-Key", key), ("X-Token", "a:b"), ("X-Token", "")]),
+        )
+
+    first, second = keep_request(request("a" * 22 + "==")), keep_request(request("b" * 22 + "=="))
+    assert first[0] is second[0] and "a" * 22 not in first[0]
+    assert kept_headers(*second)["sec-websocket-key"] == "b" * 22 + "=="
+    assert kept_headers(*first)["x-token"] == "a:b, "
+    assert target_query(kept_target(first[0])) == {"room": "a", "x": ""} == request("k").query

@@ -265,9 +265,14 @@ async def test_plain_clients_have_empty_auth(ns: Harness) -> None:
     server = await ns.start()
     seen: list[Any] = []
     server.use(lambda socket: seen.append(socket.handshake.auth))
+    sockets = ns.sockets(server)
     await ns.plain(server)
     await until(lambda: seen)
     assert seen == [{}]
+    # Made on first use, then the same dict: what a middleware puts in it stays.
+    socket = await within(sockets.get())
+    socket.handshake.auth["user"] = "ada"
+    assert socket.handshake.auth == {"user": "ada"} and socket.handshake.auth is seen[0]
 
 
 async def test_no_event_is_dispatched_before_the_middleware_finish(ns: Harness) -> None:

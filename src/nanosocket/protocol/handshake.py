@@ -12,8 +12,9 @@ import base64
 import binascii
 import hashlib
 import os
+import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,7 +24,6 @@ from ..errors import HandshakeRejected, InvalidHandshake
 from .deflate import ClientDeflate
 
 __all__ = [
-    "CompactHeaders",
     "Headers",
     "Request",
     "RequestReader",
@@ -37,8 +37,12 @@ __all__ = [
     "check_upgrade",
     "generate_key",
     "http_response",
+    "keep_request",
+    "kept_headers",
+    "kept_target",
     "origin_allowed",
     "parse_ws_url",
+    "target_query",
     "wants_upgrade",
 ]
 
@@ -84,25 +88,41 @@ class Headers(Mapping[str, str]):
         return f"{type(self).__name__}({self._pairs()!r})"
 
 
-class CompactHeaders(Headers):
-    """Headers kept as one string and split again when read: what a server keeps per connection
-    for ``socket.handshake`` (a list of tuples costs several times the bytes it holds)."""
+def keep_request(request: Request) -> tuple[str, str | None]:
+    """What a server keeps of an upgrade request per connection, to read back with
+    ``kept_target`` and ``kept_headers``: its target and header lines in one string, and the
+    ``Sec-WebSocket-Key`` value apart. Every request has its own key, while the rest is often
+    the same for many connections (one client type, one proxy): that string is interned, so
+    connections whose requests are alike share it (interned strings are freed with their last
+    user, so this holds no more than the live connections' heads)."""
+    key: str | None = None
+    lines = [request.target]
+    for name, value in request.headers.raw_items():
+        if name == "sec-websocket-key" and key is None:
+            key = value
+            lines.append(f"{name}:")
+        else:
+            lines.append(f"{name}:{value}")
+    # Header names never contain ":" and neither a target nor a value contains a line break
+    # (httptools refuses both), so the lines split again exactly.
+    return sys.intern("\n".join(lines)), key
 
-    __slots__ = ("_raw",)
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        # Header names never contain ":" and values never contain a line break (httptools
-        # refuses both), so "name:value" lines joined by "\n" round-trip exactly.
-        self._raw = "\n".join(f"{name.lower()}:{value}" for name, value in items)
+def kept_target(head: str) -> str:
+    """The request target of a request kept by ``keep_request``."""
+    return head.partition("\n")[0]
 
-    def _pairs(self) -> list[tuple[str, str]]:
-        if not self._raw:
-            return []
-        pairs = []
-        for line in self._raw.split("\n"):
-            name, _, value = line.partition(":")
-            pairs.append((name, value))
-        return pairs
+
+def kept_headers(head: str, key: str | None) -> Headers:
+    """The headers of a request kept by ``keep_request``, in their order, repeats included."""
+    lines = head.split("\n")
+    pairs = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if key is not None and name == "sec-websocket-key":
+            value, key = key, None
+        pairs.append((name, value))
+    return Headers(pairs)
 
 
 def _tokens(value: str | None, *, lower: bool = True) -> list[str]:
@@ -122,10 +142,6 @@ class Request:
     headers: Headers
     keep_alive: bool = True
 
-    def compact(self) -> Request:
-        """The same request with its headers kept compactly (for requests kept per connection)."""
-        return replace(self, headers=CompactHeaders(self.headers.raw_items()))
-
     @property
     def path(self) -> str:
         """The target without its query string."""
@@ -138,7 +154,13 @@ class Request:
     @property
     def query(self) -> dict[str, str]:
         """Query parameters; a repeated name keeps its last value."""
-        return dict(parse_qsl(self.query_string, keep_blank_values=True))
+        return target_query(self.target)
+
+
+def target_query(target: str) -> dict[str, str]:
+    """The query parameters of a request target; a repeated name keeps its last value."""
+    _, _, query = target.partition("?")
+    return dict(parse_qsl(query, keep_blank_values=True))
 
 
 @dataclass(frozen=True, slots=True)

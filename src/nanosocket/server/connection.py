@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from enum import IntEnum
@@ -38,7 +39,7 @@ from ..protocol.envelope import (
 )
 from ..protocol.envelope import check_message_id as mid_problem
 from ..protocol.frames import BINARY, TEXT, build_frame
-from ..protocol.handshake import Request
+from ..protocol.handshake import Request, keep_request
 from ..transport import SendStatus, WebSocket
 from .metrics import Stats
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from .socket import Socket
 
 __all__ = [
+    "NO_AUTH",
     "SOCKET_LOCAL_EVENTS",
     "Connection",
     "ConnectionHost",
@@ -63,6 +65,9 @@ def new_socket_id() -> str:
     """An unguessable socket id (120 random bits, URL-safe, 20 characters)."""
     return secrets.token_urlsafe(15)
 
+
+#: The auth of a client that sent none: ``socket.handshake.auth`` reads it as a new ``{}``.
+NO_AUTH: Final = object()
 
 #: Events a socket raises for its own handlers, and how many arguments each passes.
 SOCKET_LOCAL_EVENTS: Final = {"disconnect": 1, "disconnecting": 1, "error": 1}
@@ -196,10 +201,11 @@ class Connection:
         "_deadline",
         "_disconnect_reason",
         "_handlers",
+        "_head",
         "_host",
+        "_key",
         "_pending",
         "_pid",
-        "_request",
         "_session",
         "_state",
         "_time",
@@ -212,13 +218,17 @@ class Connection:
         self.id = new_socket_id()
         self._host = host
         self._ws = ws
-        # Kept for socket.handshake, compactly: most apps never read it after the connect step.
-        self._request = request.compact()
+        # Kept for socket.handshake, compactly (one string, shared by connections whose requests
+        # are alike, and the key): most apps never read it after the connect step.
+        self._head, self._key = keep_request(request)
         self._time = time.time()
         address = ws.remote_address
-        self._address = address[0] if address is not None else ""
+        # Interned: behind a proxy, every connection comes from the same address.
+        self._address = sys.intern(address[0]) if address is not None else ""
         # The connection's permessage-deflate (ws.compression), read once it is accepted.
         self._codec: PerMessageDeflate | None = None
+        # The $connect's auth: None until a v1 client sent it; NO_AUTH when there is none (read
+        # as a new {} on first use: no dict per connection that nobody reads).
         self._auth: Any = None
         self._state = SocketState.CONNECTING
         self._v1 = ws.subprotocol == V1_SUBPROTOCOL
@@ -246,7 +256,7 @@ class Connection:
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(self._host.options.handshake_timeout, self._connect_timed_out)
         if not self._v1:
-            self._auth = {}
+            self._auth = NO_AUTH
             self._admission = self._host._admit(self._as_socket())
 
     def _connect_timed_out(self) -> None:
@@ -549,7 +559,7 @@ class Connection:
                 self._violation(exc)
                 return
             auth = args[0] if args else None
-            self._auth = auth if auth is not None else {}
+            self._auth = auth if auth is not None else NO_AUTH
             if len(args) > 1 and self._host.options.recovery is not None:
                 self._restore(args[1])
             self._admission = self._host._admit(self._as_socket())

@@ -10,10 +10,10 @@ from ..adapters.base import BroadcastTarget
 from ..dispatch import AckTable, check_listen
 from ..errors import connection_closed
 from ..protocol.envelope import check_emit_name, encode_emit, encode_event, event_frame
-from ..protocol.handshake import Headers
+from ..protocol.handshake import Headers, kept_headers, kept_target, target_query
 from ..transport import SendStatus
 from .broadcast import BroadcastOperator, room_set
-from .connection import _CONNECTED, _DROPPED, SOCKET_LOCAL_EVENTS, Connection, SocketState
+from .connection import _CONNECTED, _DROPPED, NO_AUTH, SOCKET_LOCAL_EVENTS, Connection, SocketState
 
 __all__ = ["Handshake", "Socket"]
 
@@ -31,22 +31,25 @@ class Handshake:
     @property
     def headers(self) -> Headers:
         """The upgrade request's headers (case-insensitive)."""
-        return self._socket._request.headers
+        return kept_headers(self._socket._head, self._socket._key)
 
     @property
     def query(self) -> dict[str, str]:
-        """The URL's query parameters."""
-        return self._socket._request.query
+        """The URL's query parameters (a repeated name keeps its last value)."""
+        return target_query(self.url)
 
     @property
     def auth(self) -> Any:
         """The auth payload of the client's ``$connect`` (``{}`` when it sent none)."""
-        return self._socket._auth
+        socket = self._socket
+        if socket._auth is NO_AUTH:
+            socket._auth = {}
+        return socket._auth
 
     @property
     def url(self) -> str:
         """The request target (path and query)."""
-        return self._socket._request.target
+        return kept_target(self._socket._head)
 
     @property
     def time(self) -> float:
