@@ -17,10 +17,10 @@ from typing import Any
 
 from browser_kit import HANG_GUARD, BrowserLoop, Pages
 from fault_proxy import FaultProxy
+from scripted_server import connect_answer, harness_page, scripted_server
 from test_browser_scenarios import serve_harness
 
-from nanosocket import NanoSocket, RecoveryOptions, Request, Socket, WebSocket, serve
-from nanosocket.options import WebSocketOptions
+from nanosocket import NanoSocket, RecoveryOptions, Socket, WebSocket
 
 #: A guard against hangs, never a measurement: shorter than the test's own, to say what hung.
 GUARD = 10.0
@@ -259,63 +259,38 @@ def test_a_deliberate_disconnect_forgets_the_session(chromium: BrowserLoop, page
 # ------------------------------------------------------------------- the wire, exactly
 
 
-@asynccontextmanager
-async def scripted_server(script: Callable[[WebSocket, dict[str, Any], int], None]) -> AsyncIterator[Any]:
-    """A raw v1 server: ``script(ws, connect_frame, n)`` answers the n-th connection's $connect."""
-    frames: list[dict[str, Any]] = []
-
-    def handler(ws: WebSocket, request: Request) -> None:
-        number = len([frame for frame in frames if frame.get("event") == "$connect"])
-
-        def receive(message: str | bytes) -> None:
-            frame = json.loads(message)
-            frames.append(frame)
-            if isinstance(frame, dict) and frame.get("event") == "$connect":
-                script(ws, frame, number)
-
-        ws.on_message = receive
-
-    options = WebSocketOptions(subprotocols=("nanosocket.v1",))
-    async with await serve(handler, "127.0.0.1", 0, options=options, allowed_origins=["*"]) as raw:
-        yield raw, frames
-
-
 def test_the_client_speaks_section_6_exactly(chromium: BrowserLoop, pages: Pages) -> None:
     """The answer's pid, epoch and offset come back in the next $connect with the offset of the
     last message handled; a repeated or older offset is ignored; a message without one is handled."""
 
-    def script(ws: WebSocket, frame: dict[str, Any], number: int) -> None:
+    def script(ws: WebSocket, frame: Any, number: int) -> None:
+        if not (isinstance(frame, dict) and frame.get("event") == "$connect"):
+            return
         if number == 0:
-            answer = {"id": "s1", "pid": "pid-1", "epoch": "e1", "offset": 40, "recovered": False}
+            answer = connect_answer(id="s1", pid="pid-1", epoch="e1", offset=40, recovered=False)
             msgs = [{"event": "msg", "data": [n], "o": o} for n, o in ((1, 41), (-1, 41), (-1, 40), (2, 43))]
-            ws.send(json.dumps([{"event": "$connect", "data": [answer]}, *msgs]))
+            ws.send(f"[{answer},{json.dumps(msgs)[1:-1]}]")
             ws.send(json.dumps({"event": "msg", "data": [3]}))  # no offset: not a logged message
             ws.send(json.dumps({"event": "msg", "data": [-1], "o": 42}))
             ws.send(json.dumps({"event": "msg", "data": [4], "o": 44}))
             ws.send(json.dumps({"event": "close"}))
         elif number == 1:
-            answer = {"id": "s1", "pid": "pid-2", "epoch": "e1", "offset": 50, "recovered": True}
-            ws.send(json.dumps({"event": "$connect", "data": [answer]}))
+            ws.send(connect_answer(id="s1", pid="pid-2", epoch="e1", offset=50, recovered=True))
             ws.send(json.dumps([{"event": "msg", "data": [n], "o": o} for n, o in ((-1, 44), (5, 45))]))
             ws.send(json.dumps({"event": "close"}))
         else:
-            answer = {"id": "s2", "pid": "pid-3", "epoch": "e2", "offset": 7, "recovered": False}
-            ws.send(json.dumps({"event": "$connect", "data": [answer]}))
+            ws.send(connect_answer(id="s2", pid="pid-3", epoch="e2", offset=7, recovered=False))
             ws.send(json.dumps({"event": "msg", "data": [6], "o": 8}))
 
     async def body() -> None:
-        page_server = NanoSocket(port=0, host="127.0.0.1")
-        serve_harness(page_server)
-        async with page_server, scripted_server(script) as (raw, frames):
-            page = await pages.open(f"http://127.0.0.1:{page_server.port}/", "window.harnessReady === true")
+        async with harness_page(pages) as page, scripted_server(script) as raw:
             await page.evaluate(RECORDER, [f"ws://127.0.0.1:{raw.port}/", {**CLIENT, "auth": {"token": "t"}}])
             # The server's "close" event: the page drops this connection, as a cut would.
             await page.evaluate("() => window.client.on('close', () => window.client._link.end(1006, 'cut'))")
             await page.wait_for_function("window.rec.got.includes(6)", **WAIT)
             assert await page.evaluate("window.rec.got") == [1, 2, 3, 4, 5, 6]
             assert await page.evaluate("window.rec.connects") == [["s1", False], ["s1", True], ["s2", False]]
-            connects = [frame["data"] for frame in frames if frame.get("event") == "$connect"]
-            assert connects == [
+            assert [envelope["data"] for envelope in raw.events("$connect")] == [
                 [{"token": "t"}],
                 [{"token": "t"}, {"pid": "pid-1", "epoch": "e1", "offset": 44}],
                 # Recovered: the offset is that of the last message handled, not the answer's.
