@@ -58,6 +58,12 @@ export interface NanoSocketClientOptions {
   maxQueueSize?: number;
   /** Default ms call() waits for its acknowledgement; null waits as long as it takes (default null). */
   ackTimeout?: number | null;
+  /**
+   * Times an unacknowledged call is sent again, with the same message id, after its ack timeout
+   * or a lost connection; 0: each call is sent once (default 0). With retries the ack timeout is
+   * per attempt; the server runs the handler once per message id.
+   */
+  retries?: number;
   /** Ms of silence before a $ping, and then before the link is declared dead; null/0: off (default 25000). */
   heartbeatInterval?: number | null;
 }

@@ -523,6 +523,7 @@ const DEFAULTS = Object.freeze({
   auth: null, // any JSON value sent with $connect; the server's middleware reads handshake.auth
   maxQueueSize: 1000, // emits and calls kept while disconnected; the oldest is dropped (0: none)
   ackTimeout: null, // default ms call() waits for its acknowledgement; null waits as long as it takes
+  retries: 0, // times an unacknowledged call is sent again (same mid); 0: each call is sent once
   heartbeatInterval: 25000, // ms of silence before a $ping, and then before the link is dead; null: off
 });
 
@@ -577,6 +578,7 @@ export function clientOptions(given = {}) {
   checkMs(options, "timeout");
   checkCount(options, "maxQueueSize");
   checkMs(options, "ackTimeout", { nullable: true });
+  checkCount(options, "retries");
   if (options.heartbeatInterval === 0) options.heartbeatInterval = null;
   checkMs(options, "heartbeatInterval", { nullable: true });
   try {
@@ -641,13 +643,31 @@ function browserCloseCode(code) {
   return code === 1000 || (code >= 3000 && code <= 4999) ? code : 4000 + (code % 1000);
 }
 
-/** An encoded envelope on its way out; `pending` is the reply of a call (`ack`). */
+/**
+ * The random part of this client's message ids (`mid`): 96 bits from the platform's CSPRNG,
+ * base64url. Each id is this prefix, "-" and a counter: unique for the client's lifetime.
+ */
+function messageIdPrefix() {
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(12));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+/**
+ * An encoded envelope on its way out; `pending` is the reply of a call (`ack`). An at-least-once
+ * call also has its message id (`mid`, in the payload), its per-attempt `timeout`, whether it
+ * left the lane (`started`), how often it was written (`tries`) and when first (`firstSent`).
+ */
 class Outgoing {
   constructor(payload, binary, ack = null, pending = null) {
     this.payload = payload;
     this.binary = binary;
     this.ack = ack;
     this.pending = pending;
+    this.mid = null;
+    this.timeout = null;
+    this.started = false;
+    this.tries = 0;
+    this.firstSent = null;
   }
   /** A call whose caller stopped waiting (timed out) before it was sent. */
   get abandoned() {
@@ -736,7 +756,7 @@ export class NanoSocketClient {
     this._handlers = new Map(); // event -> [{fn, once}]
     this._pending = new Map(); // ack -> deferred with its timer
     this._nextAck = 0;
-    this._inflight = new Set(); // ack ids of calls written on the current connection
+    this._inflight = new Map(); // ack -> Outgoing: calls written on the current connection
     this._queue = [];
     this._dropped = 0;
     this._batch = null;
@@ -752,6 +772,12 @@ export class NanoSocketClient {
     this._epoch = null;
     this._offset = 0;
     this._recovered = false;
+    // At-least-once calls (`retries`): the message ids' random prefix and counter, and the
+    // server's de-duplication window in ms (null: the server keeps no ids, so no copies).
+    this._midPrefix = messageIdPrefix();
+    this._midCount = 0;
+    this._dedupWindow = null;
+    this._lane = []; // at-least-once calls not settled, in call order; the first is the one sent
     this._onOnline = () => this._online();
     this._onOffline = () => this._offline();
     if (this._options.autoConnect) this._start();
@@ -788,10 +814,11 @@ export class NanoSocketClient {
   get dropped() {
     return this._dropped;
   }
-  /** Emits and calls waiting in the offline queue for the next connection. */
+  /** Emits and calls waiting to be written: in the offline queue, or behind an at-least-once call. */
   get queued() {
     let count = 0;
     for (const item of this._queue) if (!item.abandoned) count++;
+    for (const item of this._lane) if (!item.started) count++;
     return count;
   }
 
@@ -845,6 +872,9 @@ export class NanoSocketClient {
    * result as is, none as null, several as an array). Rejects with AckTimeoutError after
    * `ackTimeout` ms, AckError when the server's handler raised, ConnectionClosed when the
    * connection ends first. While not connected the call is queued; its timeout runs from now.
+   * With `retries` > 0 the call is at least once: the timeout is per attempt (from each write)
+   * and an unacknowledged call is sent again (see "at-least-once calls" below); it rejects only
+   * once the retries are spent, with AckTimeoutError or ConnectionClosed saying so.
    */
   call(event, ...args) {
     return this._call(this._options.ackTimeout, event, args);
@@ -874,19 +904,117 @@ export class NanoSocketClient {
     }
     const ack = this._nextAck;
     this._nextAck = ack < MAX_ACK_ID - 1 ? ack + 1 : 0;
+    const atLeastOnce = this._options.retries > 0;
+    const mid = atLeastOnce ? `${this._midPrefix}-${this._midCount.toString(36)}` : null;
     let encoded;
     try {
-      encoded = encodeEnvelope({ event, data: args, ack });
+      encoded = encodeEnvelope(atLeastOnce ? { event, data: args, ack, mid } : { event, data: args, ack });
     } catch (error) {
       return Promise.reject(error);
     }
     const pending = deferred();
+    const item = new Outgoing(encoded.payload, encoded.binary, ack, pending);
+    this._pending.set(ack, pending);
+    if (atLeastOnce) {
+      // Its timeout runs per attempt, from each write (_sent).
+      item.mid = mid;
+      item.timeout = timeout;
+      this._midCount += 1;
+      pending.timer = null;
+      pending.item = item;
+      this._enterLane(item);
+      return pending.promise;
+    }
     pending.timer =
       timeout === null ? null : setTimeout(() => this._settle(ack, null, new AckTimeoutError(`no acknowledgement within ${timeout} ms`)), timeout);
-    this._pending.set(ack, pending);
     // A dropped call (full queue or send buffer) has its promise rejected already.
-    this._sendOrQueue(new Outgoing(encoded.payload, encoded.binary, ack, pending), false);
+    this._sendOrQueue(item, false);
     return pending.promise;
+  }
+
+  // ---------------------------------------------------------------- at-least-once calls
+  //
+  // With `retries` > 0 every call carries a message id (`mid`) and is written again, with the
+  // same mid and payload, when an attempt gets no acknowledgement within its timeout or the
+  // connection is lost first (then right after the next $connect, before anything newer), up
+  // to `retries` times. The server runs the handler once per mid within its de-duplication
+  // window and answers every copy with the first reply. A copy is sent only to a server that
+  // announced that window (`dedup_window` in its $connect answer), and only while it arrives
+  // within it; else the call fails rather than risk a second run.
+  //
+  // These calls go one at a time, in call order (the lane): each is written once the one
+  // before it is acknowledged or given up, so their handlers run in that order and each after
+  // the previous one finished (docs/protocol.md §7, "Order").
+
+  /**
+   * A new at-least-once call joins the lane. The calls waiting there (not yet written) are
+   * bounded as the offline queue is, by maxQueueSize: the oldest is dropped first.
+   */
+  _enterLane(item) {
+    const limit = this._options.maxQueueSize;
+    const lane = this._lane;
+    if (lane.length && !limit) {
+      this._drop(item);
+      return;
+    }
+    const waiting = lane.filter((queued) => !queued.started);
+    for (let excess = waiting.length - limit + 1; excess > 0; excess--) this._drop(waiting.shift());
+    lane.push(item);
+    if (lane.length === 1) this._startNext();
+  }
+
+  /** The first call of the lane is written (or queued for the next connection). */
+  _startNext() {
+    const lane = this._lane;
+    while (lane.length && lane[0].pending.settled) lane.shift();
+    const next = lane[0];
+    if (next === undefined || next.started) return;
+    next.started = true;
+    this._sendOrQueue(next, false);
+  }
+
+  /** An at-least-once call is settled: the next one may go. */
+  _laneSettled(item) {
+    const lane = this._lane;
+    const index = lane.indexOf(item);
+    if (index !== -1) lane.splice(index, 1);
+    // After the current step (a settle may come from inside the queue's own bookkeeping).
+    if (index === 0) queueMicrotask(() => this._startNext());
+  }
+
+  /** An at-least-once call was written: count the attempt and time it. */
+  _sent(item) {
+    item.tries += 1;
+    if (item.firstSent === null) item.firstSent = Date.now();
+    const pending = item.pending;
+    clearTimeout(pending.timer);
+    pending.timer = item.timeout === null ? null : setTimeout(() => this._attemptTimedOut(item), item.timeout);
+  }
+
+  /** Why `item` may not be sent again (null when it may). */
+  _noCopy(item) {
+    const attempts = `${item.tries} attempt${item.tries === 1 ? "" : "s"}`;
+    if (item.tries > this._options.retries) return `not acknowledged after ${attempts} (retries: ${this._options.retries})`;
+    if (this._dedupWindow === null) {
+      return `not acknowledged after ${attempts}; the server keeps no message ids, so a copy could run its handler twice`;
+    }
+    if (Date.now() - item.firstSent > this._dedupWindow - (item.timeout ?? 0)) {
+      return `not acknowledged within the server's de-duplication window (${this._dedupWindow} ms) after ${attempts}`;
+    }
+    return null;
+  }
+
+  _attemptTimedOut(item) {
+    if (item.pending.settled) return;
+    this._inflight.delete(item.ack);
+    const why = this._noCopy(item);
+    if (why !== null) {
+      this._settle(item.ack, null, new AckTimeoutError(`${why}: the last within ${item.timeout} ms`));
+      return;
+    }
+    const link = this._link;
+    if (this._state === "connected" && link !== null && link.ws.readyState === WebSocket.OPEN) this._write(link, [item]);
+    else this._queue.unshift(item); // written before anything queued now was made
   }
 
   /** Settle the call `ack` with a result or an error; false when it is no longer pending. */
@@ -901,6 +1029,7 @@ export class NanoSocketClient {
       if (error !== null) pending.reject(error);
       else pending.resolve(result);
     }
+    if (pending.item !== undefined) this._laneSettled(pending.item);
     return true;
   }
 
@@ -1014,7 +1143,11 @@ export class NanoSocketClient {
       return false;
     }
     ws.send(items.length === 1 ? items[0].payload : `[${items.map((item) => item.payload).join(",")}]`);
-    for (const item of items) if (item.ack !== null) this._inflight.add(item.ack);
+    for (const item of items) {
+      if (item.ack === null) continue;
+      this._inflight.set(item.ack, item);
+      if (item.mid !== null) this._sent(item);
+    }
     return true;
   }
 
@@ -1279,8 +1412,13 @@ export class NanoSocketClient {
     return encodeEnvelope({ event: "$connect", data: [this._options.auth, session] });
   }
 
-  /** Read the recovery part of the server's answer to `$connect` (none from a server without it). */
+  /**
+   * Read the server's answer to `$connect`: its de-duplication window (at-least-once calls) and
+   * the recovery part (none from a server without recovery).
+   */
   _sessionOffered(answer) {
+    const window = answer.dedup_window;
+    this._dedupWindow = typeof window === "number" && window > 0 && Number.isFinite(window) ? window * 1000 : null;
     const pid = answer.pid;
     this._recovered = answer.recovered === true && this._pid !== null;
     if (typeof pid !== "string") {
@@ -1346,7 +1484,7 @@ export class NanoSocketClient {
   _lost(closed, why, retry) {
     this._link = null;
     this.id = null;
-    this._failInflight(closed);
+    this._failInflight(closed, retry);
     if (retry) {
       this._transition("reconnecting");
       this._ready = deferred();
@@ -1388,13 +1526,31 @@ export class NanoSocketClient {
     if (wasConnected) this._emitLocal("disconnect", "client disconnect");
   }
 
-  _failInflight(error) {
+  /**
+   * The calls written on a connection that ended fail with `error`; when the client reconnects
+   * (`resend`), the at-least-once call in flight, if it may be sent again, goes back to the head
+   * of the queue (it was written before anything queued now was made), to be written right
+   * after the next $connect.
+   */
+  _failInflight(error, resend = false) {
     const inflight = this._inflight;
-    this._inflight = new Set();
-    for (const ack of inflight) this._settle(ack, null, error);
+    this._inflight = new Map();
+    for (const [ack, item] of inflight) {
+      if (item.mid === null || !resend) {
+        this._settle(ack, null, error);
+        continue;
+      }
+      clearTimeout(item.pending.timer);
+      const why = this._noCopy(item);
+      if (why === null) this._queue.unshift(item);
+      else this._settle(ack, null, Object.assign(connectionClosed(error.code, error.reason), { message: `${why}: ${error.message}` }));
+    }
   }
 
   _failQueuedCalls(error) {
+    const lane = this._lane;
+    this._lane = []; // emptied first: a settled call would start the next
+    for (const item of lane) this._settle(item.ack, null, error);
     if (!this._queue.some((item) => item.ack !== null)) return;
     const kept = [];
     for (const item of this._queue) {

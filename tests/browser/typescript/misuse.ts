@@ -7,3 +7,4 @@ const id: string = client.id;
 client.emit("date", () => 1);
 client.connectionState = "connected";
 client.recovered = true;
+new NanoSocketClient("/", { retries: "3" });

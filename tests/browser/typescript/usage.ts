@@ -23,6 +23,7 @@ const options: NanoSocketClientOptions = {
   auth: { token: "abc", roles: ["admin"], avatar: new Uint8Array([1, 2]) },
   maxQueueSize: 1000,
   ackTimeout: 5000,
+  retries: 3,
   heartbeatInterval: 25000,
 };
 
