@@ -669,7 +669,7 @@ async def test_server_tracks_its_connections(net: Any) -> None:
     server = await net.serve(accepted)
     client = await net.connect(server.port)
     server_ws = await accepted.next()
-    assert server.connections == {server_ws}
+    assert list(server.connections) == [server_ws]
     client.close()
     await within(server_ws.wait_closed())
     assert not server.connections

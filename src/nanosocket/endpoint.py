@@ -90,9 +90,10 @@ class WebSocketServer:
         self.heartbeat = Heartbeat(self.options.idle_timeout) if self.options.idle_timeout else None
         #: Coalesces the writes of sends made outside reads (broadcasts) to once per iteration.
         self.flusher = Flusher()
-        #: Every connection past its opening handshake, until its TCP connection is gone.
-        self.connections: set[WebSocket] = set()
-        self._handshaking: set[WebSocket] = set()
+        #: Every connection past its opening handshake, until its TCP connection is gone. Dicts
+        #: as sets: per member a dict costs about half of what a set does.
+        self.connections: dict[WebSocket, None] = {}
+        self._handshaking: dict[WebSocket, None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Set by close(): requests that arrive from then on are refused.
         self._closing = False
@@ -119,7 +120,7 @@ class WebSocketServer:
 
     def _make_protocol(self) -> WebSocket:
         ws = WebSocket(self.options, endpoint=self)
-        self._handshaking.add(ws)
+        self._handshaking[ws] = None
         return ws
 
     @property
@@ -171,8 +172,8 @@ class WebSocketServer:
             if compression is not None
             else None
         )
-        self._handshaking.discard(ws)
-        self.connections.add(ws)
+        self._handshaking.pop(ws, None)
+        self.connections[ws] = None
         ws.accept(key, subprotocol, self._response_headers, negotiated)
         try:
             result = self._handler(ws, request)
@@ -206,8 +207,8 @@ class WebSocketServer:
             ws.close(1011, "internal error")
 
     def connection_lost(self, ws: WebSocket) -> None:
-        self.connections.discard(ws)
-        self._handshaking.discard(ws)
+        self.connections.pop(ws, None)
+        self._handshaking.pop(ws, None)
 
     # ---------------------------------------------------------------- closing
 
