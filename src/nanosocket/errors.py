@@ -13,8 +13,10 @@
     ├── ConnectionClosed                     the connection is closed (code, reason)
     │   ├── ConnectionClosedOK               closed with 1000 or 1001
     │   └── ConnectionClosedError            closed with an error code or dropped
+    │       └── MessageDropped               a message was dropped unsent (queue limit, age, full buffer)
     ├── ConnectError                         the server refused the connection (middleware)
     ├── AckTimeoutError (TimeoutError)       no acknowledgement within the timeout
+    │   └── DeliveryTimeoutError             an at-least-once emit: no reply to any of its copies
     └── AckError                             the remote handler answered an ack with an error
 
 Errors from the peer carry the WebSocket close code the connection was (or will be) closed with.
@@ -33,10 +35,12 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionClosedError",
     "ConnectionClosedOK",
+    "DeliveryTimeoutError",
     "HandshakeError",
     "HandshakeRejected",
     "InvalidHandshake",
     "InvalidPayload",
+    "MessageDropped",
     "NanoSocketError",
     "PayloadTooBig",
     "ProtocolError",
@@ -130,8 +134,39 @@ class ConnectError(NanoSocketError):
         self.data = data
 
 
+class MessageDropped(ConnectionClosedError):
+    """A message was dropped without being sent: ``why`` is ``"queue_full"`` (over
+    ``max_queue_size``, the oldest go first), ``"queue_bytes"`` (over ``max_queue_bytes``),
+    ``"expired"`` (waited longer than ``max_queue_age``) or ``"send_buffer_full"``. The server
+    never saw it. (A ConnectionClosedError with code 1006, as dropped calls failed before.)"""
+
+    def __init__(self, why: str, event: str) -> None:
+        super().__init__(1006, f"{event!r} dropped unsent: {_DROP_REASONS.get(why, why)}")
+        self.why = why
+        self.event = event
+
+
+_DROP_REASONS = {
+    "queue_full": "pushed out of the full offline queue (max_queue_size)",
+    "queue_bytes": "pushed out of the offline queue over max_queue_bytes",
+    "expired": "waited in the offline queue longer than max_queue_age",
+    "send_buffer_full": "not sent: the send buffer is full",
+}
+
+
 class AckTimeoutError(NanoSocketError, TimeoutError):
     """No acknowledgement arrived within the timeout."""
+
+
+class DeliveryTimeoutError(AckTimeoutError):
+    """An at-least-once emit got no reply to any of its ``copies`` (its retries are spent, or
+    another copy would reach the server after its de-duplication window). The server may or may
+    not have run the handler: its outcome is unknown. ``mid`` is the message id."""
+
+    def __init__(self, message: str, *, mid: str, copies: int) -> None:
+        super().__init__(message)
+        self.mid = mid
+        self.copies = copies
 
 
 class AckError(NanoSocketError):

@@ -474,10 +474,21 @@ class ClientOptions:
     auth: Any = None
     #: Extra HTTP headers of the upgrade request.
     headers: tuple[tuple[str, str], ...] = ()
-    #: Emits and calls kept while disconnected; when full, the oldest is dropped (0: none kept).
+    #: Emits and calls kept while disconnected, and at-least-once calls waiting for their turn;
+    #: when full, the oldest waiting is dropped and reported (0: none kept).
     max_queue_size: int = 1000
+    #: Bytes (encoded payloads) the queue may hold; over it, the oldest waiting is dropped.
+    max_queue_bytes: int = 4 * MiB
+    #: Seconds a message may wait unsent in the queue; older ones are dropped and reported.
+    #: None: no age limit.
+    max_queue_age: float | None = 300.0
     #: Default seconds ``call()`` waits for its acknowledgement; None waits as long as it takes.
+    #: With ``retries``, the seconds each copy waits before the next is sent.
     ack_timeout: float | None = None
+    #: Copies of a ``call()`` sent again when no reply came within ``ack_timeout`` (0: none).
+    #: With retries, a call is at-least-once: it carries a message id, the server runs its
+    #: handler once, and calls are sent one at a time, in order (docs/guarantees.md).
+    retries: int = 0
     #: The transport's limits and heartbeat; None: the client defaults (WebSocketOptions with
     #: ``backpressure_policy="drop"``, so a full send buffer drops a send instead of the connection).
     options: WebSocketOptions | None = None
@@ -513,7 +524,14 @@ class ClientOptions:
         ):
             raise ConfigurationError("headers must be (name, value) string pairs without CR or LF")
         _check_positive_int("max_queue_size", self.max_queue_size, minimum=0)
+        _check_positive_int("max_queue_bytes", self.max_queue_bytes)
+        _check_seconds("max_queue_age", self.max_queue_age, optional=True)
         _check_seconds("ack_timeout", self.ack_timeout, optional=True)
+        _check_positive_int("retries", self.retries, minimum=0)
+        if self.retries and self.ack_timeout is None:
+            raise ConfigurationError(
+                "retries needs ack_timeout: the seconds each copy waits for its reply before the next"
+            )
         if self.options is not None and not isinstance(self.options, WebSocketOptions):
             raise ConfigurationError(f"options must be a WebSocketOptions or None, got {self.options!r}")
         _check_bool("compression", self.compression)
@@ -534,7 +552,10 @@ class ClientOptionsKwargs(TypedDict, total=False):
     auth: Any
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None
     max_queue_size: int
+    max_queue_bytes: int
+    max_queue_age: float | None
     ack_timeout: float | None
+    retries: int
     options: WebSocketOptions | None
     compression: bool
     ssl: ssl.SSLContext | None

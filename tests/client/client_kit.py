@@ -207,7 +207,7 @@ class ProtocolServer:
             "fail": _fail,
             "silent": lambda conn, *args: NO_REPLY,
             "kick": _kick,
-            "drop": _drop,
+            "cut": _drop,
         }
         self._numbers = itertools.count(1)
 

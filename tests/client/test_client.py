@@ -801,7 +801,7 @@ async def test_a_dropped_connection_reconnects(kit: Kit) -> None:
     client = kit.client(server)
     events = Recorder(client, *LOCAL_EVENTS)
     await within(client.connect())
-    client.emit("drop")
+    client.emit("cut")
     await events.wait("connect", 2)
     assert events.of("disconnect") == [("transport close",)]
 
@@ -827,7 +827,7 @@ async def test_without_reconnection_a_loss_ends_it(kit: Kit) -> None:
     client = kit.client(server, reconnection=False)
     events = Recorder(client, *LOCAL_EVENTS)
     await within(client.connect())
-    client.emit("drop")
+    client.emit("cut")
     await events.wait("disconnect")
     assert client.connection_state is ConnectionState.DISCONNECTED
     assert events.of("reconnecting") == [] and events.of("reconnect_failed") == []

@@ -9,6 +9,12 @@ Modes:
   fails silently: only heartbeats detect it. Connections opened during the cut are held the same
   way. Connections blackholed stay so until an end closes them; ``restore()`` lets new ones pass.
 
+A frame filter (``drop_frames(predicate)``) reads what the server sends as WebSocket frames (after
+its HTTP head; unmasked, RFC 6455) and swallows those the predicate picks: ``AckDropper`` picks
+ack replies, at random with a seeded generator or the first few. Frames are seen as on the wire
+(compressed ones stay compressed). Only connections made while a filter is set are read as frames
+(only whole frames are forwarded): set it before the connections it must see.
+
 Only asyncio streams: no third-party code between the two ends.
 """
 
@@ -16,10 +22,96 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
+import struct
+from collections.abc import Callable
 from enum import Enum
 
-__all__ = ["FaultProxy", "Mode"]
+__all__ = ["AckDropper", "FaultProxy", "FrameReader", "Mode"]
+
+#: Decides whether a server frame is swallowed: ``predicate(opcode, payload)``.
+FramePredicate = Callable[[int, bytes], bool]
+
+
+class FrameReader:
+    """Splits the server's byte stream into its HTTP head and whole WebSocket frames."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._head_done = False
+
+    def feed(self, data: bytes, predicate: FramePredicate) -> bytes:
+        """The bytes to forward: the head, and each whole frame the predicate keeps."""
+        self._buffer += data
+        out: list[bytes] = []
+        if not self._head_done:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return b""
+            out.append(self._buffer[: end + 4])
+            self._buffer = self._buffer[end + 4 :]
+            self._head_done = True
+        buffer = self._buffer
+        offset = 0
+        while len(buffer) - offset >= 2:
+            first, second = buffer[offset], buffer[offset + 1]
+            length = second & 0x7F
+            start = offset + 2
+            if length == 126:
+                if len(buffer) - start < 2:
+                    break
+                (length,) = struct.unpack_from("!H", buffer, start)
+                start += 2
+            elif length == 127:
+                if len(buffer) - start < 8:
+                    break
+                (length,) = struct.unpack_from("!Q", buffer, start)
+                start += 8
+            if second & 0x80:
+                start += 4  # a masked frame (never from a server): forwarded as it is
+            end = start + length
+            if end > len(buffer):
+                break
+            if not predicate(first & 0x0F, buffer[start:end]):
+                out.append(buffer[offset:end])
+            offset = end
+        self._buffer = buffer[offset:]
+        return b"".join(out)
+
+
+class AckDropper:
+    """A frame predicate swallowing ack replies (text frames ``{"ack": ...}`` without an event):
+    each with probability ``rate`` (a generator seeded with ``seed``), or the first ``first``
+    ones, or those whose payload ``matches``. ``dropped`` counts them, ``seen`` all ack replies."""
+
+    def __init__(
+        self,
+        rate: float = 0.0,
+        *,
+        seed: int = 0,
+        first: int = 0,
+        matches: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        self.rate = rate
+        self.first = first
+        self.matches = matches
+        self.random = random.Random(seed)
+        self.dropped = 0
+        self.seen = 0
+
+    def __call__(self, opcode: int, payload: bytes) -> bool:
+        if opcode != 0x1 or not payload.startswith(b'{"ack":') or b'"event"' in payload:
+            return False
+        self.seen += 1
+        drop = (
+            self.dropped < self.first
+            or (self.matches is not None and self.matches(payload))
+            or (self.rate > 0 and self.random.random() < self.rate)
+        )
+        if drop:
+            self.dropped += 1
+        return drop
 
 
 class Mode(Enum):
@@ -31,13 +123,15 @@ class Mode(Enum):
 class _Pair:
     """One proxied connection: the client's side and the server's side."""
 
-    __slots__ = ("blackholed", "client", "server", "tasks")
+    __slots__ = ("blackholed", "client", "frames", "server", "tasks")
 
     def __init__(self, client: asyncio.StreamWriter, server: asyncio.StreamWriter) -> None:
         self.client = client
         self.server = server
         self.blackholed = False
         self.tasks: list[asyncio.Task[None]] = []
+        #: The server's stream as frames, when a filter was set as the connection was made.
+        self.frames: FrameReader | None = None
 
     def abort(self) -> None:
         for writer in (self.client, self.server):
@@ -67,6 +161,8 @@ class FaultProxy:
         self.accepted = 0
         self._pairs: set[_Pair] = set()
         self._server: asyncio.Server | None = None
+        #: Swallows the server frames it picks (None: everything passes).
+        self.frame_filter: FramePredicate | None = None
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -116,6 +212,11 @@ class FaultProxy:
         """Pass new connections through again."""
         self.mode = Mode.PASS
 
+    def drop_frames(self, predicate: FramePredicate | None) -> None:
+        """Swallow the server frames ``predicate(opcode, payload)`` picks on the connections made
+        from now on, and on those made under an earlier filter (None: stop)."""
+        self.frame_filter = predicate
+
     # -------------------------------------------------------------- forwarding
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -130,20 +231,32 @@ class FaultProxy:
             return
         pair = _Pair(writer, up_writer)
         pair.blackholed = self.mode is Mode.BLACKHOLE
+        if self.frame_filter is not None:
+            pair.frames = FrameReader()
         self._pairs.add(pair)
         pair.tasks = [
             asyncio.create_task(self._pump(pair, reader, up_writer)),
-            asyncio.create_task(self._pump(pair, up_reader, writer)),
+            asyncio.create_task(self._pump(pair, up_reader, writer, from_server=True)),
         ]
 
-    async def _pump(self, pair: _Pair, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        pair: _Pair,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        from_server: bool = False,
+    ) -> None:
         try:
             while True:
                 data = await reader.read(65536)
                 if not data:
                     break
+                if from_server and pair.frames is not None:
+                    data = pair.frames.feed(data, self.frame_filter or _keep)
                 if pair.blackholed:
                     continue  # swallowed: the other end hears nothing
+                if not data:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
@@ -155,3 +268,7 @@ class FaultProxy:
             return
         self._pairs.discard(pair)
         pair.abort()
+
+
+def _keep(opcode: int, payload: bytes) -> bool:
+    return False

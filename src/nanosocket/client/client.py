@@ -12,7 +12,8 @@ One client keeps one logical connection to one server URL. A runner task owns it
   again, until it connects, is rejected, or ``reconnection_attempts`` are spent.
 
 Emits and calls made while not connected wait in a bounded offline queue (the oldest is dropped
-first) and are written, in order, right after the next ``$connect``. Handlers and acks use
+first, and reported) and are written, in order, right after the next ``$connect``; with
+``retries``, calls are at-least-once and go one at a time (``outbox``). Handlers and acks use
 ``dispatch``, the logic the server's sockets use too.
 
 States (``ConnectionState``; any other transition raises)::
@@ -26,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -64,6 +64,7 @@ from ..protocol.envelope import (
 )
 from ..protocol.handshake import parse_ws_url
 from ..transport import WebSocket
+from .outbox import Outbox, Outgoing
 
 __all__ = [
     "V1_SUBPROTOCOL",
@@ -188,29 +189,6 @@ class _Unset(Enum):
 _UNSET: Final = _Unset.UNSET
 
 
-class _Outgoing:
-    """An encoded envelope on its way out; ``future`` is the reply of a call (``ack``)."""
-
-    __slots__ = ("ack", "binary", "future", "payload")
-
-    def __init__(
-        self,
-        payload: bytes,
-        binary: bool,
-        ack: int | None = None,
-        future: asyncio.Future[Any] | None = None,
-    ) -> None:
-        self.payload = payload
-        self.binary = binary
-        self.ack = ack
-        self.future = future
-
-    @property
-    def abandoned(self) -> bool:
-        """A call whose caller stopped waiting (timed out or cancelled) before it was sent."""
-        return self.future is not None and self.future.done()
-
-
 #: Events the client raises for its own handlers, and how many arguments each passes.
 CLIENT_LOCAL_EVENTS: Final = {
     "connect": 0,
@@ -220,6 +198,7 @@ CLIENT_LOCAL_EVENTS: Final = {
     "reconnect_failed": 0,
     "connect_error": 1,
     "error": 1,
+    "drop": 2,
 }
 
 
@@ -232,10 +211,11 @@ class NanoSocketClient:
 
     ``NanoSocketClient(url, *, auto_connect=True, reconnection=True, reconnection_attempts=None,
     reconnection_delay=1.0, reconnection_delay_max=30.0, randomization_factor=0.5, timeout=20.0,
-    auth=None, headers=None, max_queue_size=1000, ack_timeout=None, options=None, compression=False,
-    ssl=None)``; the options are those of ``ClientOptions``. Invalid values raise
-    ConfigurationError naming the option. ``ssl`` is the TLS context of a wss:// URL (default: the
-    system's, which verifies the server's certificate).
+    auth=None, headers=None, max_queue_size=1000, max_queue_bytes=4 MiB, max_queue_age=300.0,
+    ack_timeout=None, retries=0, options=None, compression=False, ssl=None)``; the options are
+    those of ``ClientOptions``. Invalid values raise ConfigurationError naming the option.
+    ``ssl`` is the TLS context of a wss:// URL (default: the system's, which verifies the server's
+    certificate).
     """
 
     __slots__ = (
@@ -244,19 +224,19 @@ class NanoSocketClient:
         "_batch_depth",
         "_connect_frame",
         "_deliberate",
-        "_dropped",
         "_epoch",
         "_handlers",
         "_inflight",
         "_local_cause",
         "_offset",
         "_options",
+        "_outbox",
         "_pid",
-        "_queue",
         "_ready",
         "_reconnect_attempt",
         "_recovered",
         "_runner",
+        "_span_checked",
         "_state",
         "_url",
         "_ws",
@@ -278,7 +258,10 @@ class NanoSocketClient:
         auth: Any = None,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         max_queue_size: int = 1000,
+        max_queue_bytes: int = 4 * MiB,
+        max_queue_age: float | None = 300.0,
         ack_timeout: float | None = None,
+        retries: int = 0,
         options: WebSocketOptions | None = None,
         compression: bool = False,
         ssl: SSLContext | None = None,
@@ -295,7 +278,10 @@ class NanoSocketClient:
             auth=auth,
             headers=headers,
             max_queue_size=max_queue_size,
+            max_queue_bytes=max_queue_bytes,
+            max_queue_age=max_queue_age,
             ack_timeout=ack_timeout,
+            retries=retries,
             options=options,
             compression=compression,
             ssl=ssl,
@@ -310,16 +296,16 @@ class NanoSocketClient:
             payload, binary = encode({"event": "$connect", "data": [auth]})
         except TypeError as exc:
             raise ConfigurationError(f"auth must be a JSON (or msgpack) value, got {auth!r}") from exc
-        self._connect_frame = _Outgoing(payload, binary)
+        self._connect_frame = Outgoing(payload, binary)
         self._state = ConnectionState.DISCONNECTED
         #: The socket id the server gave this connection (None while not connected).
         self.id: str | None = None
         self._handlers = HandlerRegistry()
         self._acks = AckTable()
-        self._inflight: set[int] = set()  # ack ids of calls written on the current connection
-        self._queue: deque[_Outgoing] = deque()
-        self._dropped = 0
-        self._batch: list[_Outgoing] | None = None
+        self._inflight: set[int] = set()  # ack ids of plain calls written on the current connection
+        self._outbox = Outbox(self._options, self._acks, self._report_drop)
+        self._span_checked = False
+        self._batch: list[Outgoing] | None = None
         self._batch_depth = 0
         self._ws: WebSocket | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -372,14 +358,22 @@ class NanoSocketClient:
 
     @property
     def dropped(self) -> int:
-        """Messages that were never written: pushed out of the full offline queue, or refused by
-        a full send buffer."""
-        return self._dropped
+        """Messages that were never written: pushed out of the offline queue (over
+        ``max_queue_size`` or ``max_queue_bytes``), expired in it (``max_queue_age``), or refused
+        by a full send buffer. Each is also reported: a call fails with MessageDropped, an emit
+        goes to the ``drop`` handlers."""
+        return self._outbox.dropped
 
     @property
     def queued(self) -> int:
-        """Emits and calls waiting in the offline queue for the next connection."""
-        return sum(1 for item in self._queue if not item.abandoned)
+        """Messages waiting unsent: emits and calls in the offline queue, and at-least-once calls
+        waiting for their turn."""
+        return self._outbox.queued
+
+    @property
+    def pending(self) -> int:
+        """At-least-once calls not answered yet (the one in flight included)."""
+        return self._outbox.pending
 
     # ------------------------------------------------------------ connecting
 
@@ -407,7 +401,7 @@ class NanoSocketClient:
         """
         runner = self._runner
         if runner is None:
-            self._fail_queued_calls(ConnectionClosedOK(1000, "client disconnect"))
+            self._outbox.fail_calls(ConnectionClosedOK(1000, "client disconnect"))
             return
         self._deliberate = True
         self._pid = None  # a deliberate disconnect ends the session
@@ -437,21 +431,43 @@ class NanoSocketClient:
         """
         check_emit_name(event)
         payload, binary = encode_event(event, args)
-        return self._send_or_queue(_Outgoing(payload, binary))
+        return self._send_or_queue(Outgoing(payload, binary, event))
 
-    async def call(self, event: str, *args: Any, timeout: float | _Unset | None = _UNSET) -> Any:
+    async def call(
+        self,
+        event: str,
+        *args: Any,
+        timeout: float | _Unset | None = _UNSET,
+        retries: int | None = None,
+    ) -> Any:
         """Emit ``event`` asking for an acknowledgement and return the server handler's result.
 
         One result is returned as is, none as None, several as a tuple. Raises AckTimeoutError
         after ``timeout`` seconds (default ``ack_timeout``; None waits as long as it takes),
         AckError when the server's handler raised, ConnectionClosed when the connection ends
-        first. While not connected the call is queued; its timeout runs from now.
+        first (MessageDropped when the call was dropped unsent). While not connected the call is
+        queued; its timeout runs from now.
+
+        With ``retries`` (default: the client's ``retries`` option) above 0 the call is
+        **at-least-once**: it carries a message id, and a copy is sent again each time
+        ``timeout`` passes without a reply, up to ``retries`` more, across reconnections; the
+        server runs the handler once and answers every copy with its reply. Such calls go one at
+        a time, in order. DeliveryTimeoutError (an AckTimeoutError) when no copy was answered:
+        the handler may or may not have run.
         """
         check_emit_name(event)
         if timeout is _UNSET:
             timeout = self._options.ack_timeout
         elif timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        if retries is None:
+            retries = self._options.retries
+        elif isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        if retries:
+            if timeout is None:
+                raise ValueError("retries needs a timeout: the seconds each copy waits for its reply")
+            return await self._call_once(event, args, timeout, retries)
         acks = self._acks
         ack, future = acks.create(timeout)
         try:
@@ -461,12 +477,49 @@ class NanoSocketClient:
             raise
         future.add_done_callback(partial(self._forget, ack))
         # A dropped call (full queue or send buffer) has its future failed already.
-        self._send_or_queue(_Outgoing(payload, binary, ack, future), batchable=False)
+        self._send_or_queue(Outgoing(payload, binary, event, ack, future), batchable=False)
         try:
             return await future
         except asyncio.CancelledError:
             acks.discard(ack)
             raise
+
+    async def _call_once(self, event: str, args: tuple[Any, ...], timeout: float, retries: int) -> Any:
+        """An at-least-once call: lined up in the outbox, which sends its copies."""
+        acks = self._acks
+        ack, future = acks.create(None)  # the outbox times each copy
+        outbox = self._outbox
+        mid = outbox.new_mid()
+        try:
+            payload, binary = encode({"event": event, "data": args, "ack": ack, "mid": mid})
+        except BaseException:
+            acks.discard(ack)
+            raise
+        item = Outgoing(payload, binary, event, ack, future)
+        item.mid = mid
+        item.retries = retries
+        item.timeout = timeout
+        collected = self._batch
+        if collected:
+            # What was collected before the call goes first.
+            self._batch = []
+            self._deliver(collected)
+        outbox.submit(item)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            acks.discard(ack)
+            raise
+
+    def _send_copy(self, ws: WebSocket, item: Outgoing) -> None:
+        """Write one copy of an at-least-once call (refused by a full buffer: retried later)."""
+        if item.binary:
+            ws.send_bytes(item.payload)
+        else:
+            ws.send_text(item.payload.decode())
+
+    def _report_drop(self, why: str, event: str) -> None:
+        self._emit_local("drop", why, event)
 
     @contextmanager
     def batch(self) -> Iterator[NanoSocketClient]:
@@ -487,7 +540,7 @@ class NanoSocketClient:
                 if collected:
                     self._deliver(collected)
 
-    def _send_or_queue(self, item: _Outgoing, *, batchable: bool = True) -> bool:
+    def _send_or_queue(self, item: Outgoing, *, batchable: bool = True) -> bool:
         collected = self._batch
         if collected is not None:
             if batchable:
@@ -498,7 +551,7 @@ class NanoSocketClient:
                 self._deliver(collected)
         return self._deliver([item])
 
-    def _deliver(self, items: list[_Outgoing]) -> bool:
+    def _deliver(self, items: list[Outgoing]) -> bool:
         """Write ``items`` now when connected, else queue them; False if any was dropped."""
         ws = self._ws
         if self._state is ConnectionState.CONNECTED and ws is not None and ws.open:
@@ -508,32 +561,13 @@ class NanoSocketClient:
             queued = self._enqueue(item) and queued
         return queued
 
-    def _enqueue(self, item: _Outgoing) -> bool:
-        queue = self._queue
-        limit = self._options.max_queue_size
-        if not limit:
-            self._drop(item)
-            return False
-        if len(queue) >= limit:
-            if any(queued.abandoned for queued in queue):
-                # Calls whose callers gave up hold no place in the queue.
-                queue = self._queue = deque(queued for queued in queue if not queued.abandoned)
-            if len(queue) >= limit:
-                self._drop(queue.popleft())
-        queue.append(item)
-        return True
+    def _enqueue(self, item: Outgoing) -> bool:
+        return self._outbox.enqueue(item)
 
-    def _drop(self, item: _Outgoing, why: str = "dropped from the offline queue") -> None:
-        if item.abandoned:
-            return
-        self._dropped += 1
-        if item.ack is not None:
-            self._acks.fail(item.ack, ConnectionClosedError(1006, why))
-
-    def _write(self, ws: WebSocket, items: Iterable[_Outgoing]) -> bool:
+    def _write(self, ws: WebSocket, items: Iterable[Outgoing]) -> bool:
         """Write ``items`` in order: JSON envelopes grouped in batch frames, binary ones alone."""
         limit = self._ws_options.max_payload_length
-        run: list[_Outgoing] = []
+        run: list[Outgoing] = []
         size = 1
         written = True
         for item in items:
@@ -551,7 +585,7 @@ class NanoSocketClient:
             written = self._send(ws, run) and written
         return written
 
-    def _send(self, ws: WebSocket, items: list[_Outgoing]) -> bool:
+    def _send(self, ws: WebSocket, items: list[Outgoing]) -> bool:
         """One frame: a single envelope, or a JSON array of several."""
         if len(items) == 1:
             item = items[0]
@@ -564,7 +598,7 @@ class NanoSocketClient:
                     self._inflight.add(item.ack)
             return True
         for item in items:
-            self._drop(item, "not sent: the send buffer is full")
+            self._outbox.drop(item, "send_buffer_full")
         return False
 
     def _forget(self, ack: int, future: asyncio.Future[Any]) -> None:
@@ -744,16 +778,17 @@ class NanoSocketClient:
             self._abandon(ws)
             raise
 
-    def _recovery_frame(self) -> _Outgoing:
+    def _recovery_frame(self) -> Outgoing:
         """``$connect`` asking to recover the session: ``[auth, {pid, epoch, offset}]`` (a server
         without recovery reads the auth and ignores the rest)."""
         session = {"pid": self._pid, "epoch": self._epoch, "offset": self._offset}
         payload, binary = encode({"event": "$connect", "data": [self._options.auth, session]})
-        return _Outgoing(payload, binary)
+        return Outgoing(payload, binary)
 
     def _session_offered(self, answer: dict[str, Any]) -> None:
         """Read the recovery part of the server's answer to ``$connect`` (none from a server
         without recovery)."""
+        self._window_told(answer.get("dedup_window"))
         pid = answer.get("pid")
         self._recovered = recovered = answer.get("recovered") is True and self._pid is not None
         if not isinstance(pid, str):
@@ -765,6 +800,26 @@ class NanoSocketClient:
             epoch, offset = answer.get("epoch"), answer.get("offset")
             self._epoch = epoch if isinstance(epoch, str) else None
             self._offset = offset if type(offset) is int else 0
+
+    def _window_told(self, window: object) -> None:
+        """The server's de-duplication window: no copy of an at-least-once call is sent after
+        it; a client whose retries span more is told once (``error``)."""
+        if not isinstance(window, (int, float)) or isinstance(window, bool) or not window > 0:
+            self._outbox.window = None
+            return
+        self._outbox.window = float(window)
+        options = self._options
+        if options.retries and options.ack_timeout is not None and not self._span_checked:
+            self._span_checked = True
+            span = (options.retries + 1) * options.ack_timeout
+            if span >= window:
+                error = ConfigurationError(
+                    f"retries={options.retries} with ack_timeout={options.ack_timeout} span {span:g} s, "
+                    f"not less than the server's de-duplication window ({window:g} s): copies that "
+                    "would arrive after it are not sent (DeliveryTimeoutError instead)"
+                )
+                logger.warning("%s", error)
+                self._emit_local("error", error)
 
     def _abandon(self, ws: WebSocket | None) -> None:
         self._ws = None
@@ -804,11 +859,11 @@ class NanoSocketClient:
         self._reconnect_attempt = 0
         self._local_cause = None
         self._transition(ConnectionState.CONNECTED)
-        queue = self._queue
-        if queue:
-            items = list(queue)
-            queue.clear()
+        outbox = self._outbox
+        items = outbox.take_queue()
+        if items:
             self._write(ws, items)
+        outbox.connected(partial(self._send_copy, ws))
         ready = self._ready
         if ready is not None and not ready.done():
             ready.set_result(None)
@@ -834,6 +889,7 @@ class NanoSocketClient:
     def _lost(self, closed: ConnectionClosed, why: str, retry: bool) -> None:
         self._ws = None
         self.id = None
+        self._outbox.disconnected()
         self._fail_inflight(closed)
         if retry:
             self._transition(ConnectionState.RECONNECTING)
@@ -859,7 +915,7 @@ class NanoSocketClient:
             closed = ConnectionClosedError(1006, f"not connected: {error}")
             closed.__cause__ = error
         self._fail_inflight(closed)
-        self._fail_queued_calls(closed)
+        self._outbox.fail_calls(closed)
         ready = self._ready
         self._ready = None
         if ready is not None and not ready.done():
@@ -874,16 +930,6 @@ class NanoSocketClient:
         inflight, self._inflight = self._inflight, set()
         for ack in inflight:
             self._acks.fail(ack, error)
-
-    def _fail_queued_calls(self, error: ConnectionClosed) -> None:
-        if any(item.ack is not None for item in self._queue):
-            kept: deque[_Outgoing] = deque()
-            for item in self._queue:
-                if item.ack is None:
-                    kept.append(item)
-                else:
-                    self._acks.fail(item.ack, error)
-            self._queue = kept
 
     # --------------------------------------------------------------- receiving
 

@@ -60,6 +60,7 @@ PEER_RESERVED_EVENTS: Final = frozenset(
         "connecting",
         "reconnecting",
         "reconnect_failed",
+        "drop",
     }
 )
 #: Most envelopes one batch frame may carry.
