@@ -39,6 +39,7 @@ export const PEER_RESERVED_EVENTS = Object.freeze(
     "connecting",
     "reconnecting",
     "reconnect_failed",
+    "drop",
   ]),
 );
 
