@@ -43,10 +43,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ..errors import AckError, ConfigurationError
-from ..options import RecoveryOptions
+from ..options import RecoveryOptions, ServerOptions
 from ..protocol.deflate import prepare_message
 from ..protocol.frames import BINARY, TEXT
-from .base import AckResults, BroadcastTarget, Member
+from .base import AckResults, BroadcastTarget, DedupStore, Member
 from .memory import AckCollector, MemoryAdapter
 from .messages import (
     BadMessage,
@@ -57,6 +57,7 @@ from .messages import (
     encode_socket_info,
     encode_target,
 )
+from .redis_dedup import RedisDedup
 
 __all__ = ["RedisAdapter", "supports_sharded_pubsub"]
 
@@ -886,6 +887,10 @@ class RedisAdapter(MemoryAdapter):
         task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------ cluster operations
+
+    def dedup_store(self, options: ServerOptions) -> DedupStore:
+        """Message ids shared by the nodes (``<prefix>#dedup#<mid>`` keys, adapters/redis_dedup.py)."""
+        return RedisDedup(options, self.stats, lambda: self._client, self.prefix)
 
     def enable_recovery(self, options: RecoveryOptions) -> None:
         """Not yet: a log shared by the nodes (Redis Streams) is still to come; this process's
