@@ -526,3 +526,17 @@ def test_guide_app_variants_serve_every_event(loadgen: Path, flags: tuple[str, .
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_reliable_emits_counts_every_commit(tmp_path: Path) -> None:
+    """benchmarks/reliable_emits.py at a tiny scale: its processes, proxy and counts."""
+    out = tmp_path / "figures.json"
+    command = [
+        sys.executable, "-m", "benchmarks.reliable_emits", "--clients", "6", "--calls", "30",
+        "--processes", "2", "--drop", "0.05", "--ack-timeout", "0.3", "--json", str(out),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, cwd=ROOT, timeout=120, capture_output=True)
+    figures = json.loads(out.read_text())
+    assert figures["commits"] == figures["expected_commits"] == 180
+    assert figures["duplicates"] == figures["lost"] == figures["out_of_order"] == figures["calls_failed"] == 0
+    assert figures["copies_answered_from_the_store"] == figures["acks_dropped"]
