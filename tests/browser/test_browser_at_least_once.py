@@ -1,9 +1,10 @@
 """At-least-once calls of nanosocket.js in Chromium (option ``retries``; docs/protocol.md §7).
 
 The wire, against a scripted peer (scripted_server.py): every call carries a message id (``mid``:
-a 96-bit random prefix per client, "-", a counter), each copy repeats the same envelope, copies
-follow ack timeouts and losses, in order, and stop when the retries are spent, when the server
-announced no de-duplication window, or outside that window.
+a 96-bit random prefix per client, "-", a counter), each copy repeats the same envelope, calls go
+one at a time in order, a copy follows each ack timeout (counted) and each loss (not counted), and
+they stop when the retries are spent, when the server announced no de-duplication window, or
+outside that window (DeliveryTimeoutError). Then against the server, through the fault proxy.
 
 Waits are bounded by hang guards only; nothing is timed (the short ack timeouts only make the
 copies come soon).
@@ -28,16 +29,24 @@ from nanosocket import NanoSocket, Socket, WebSocket
 GUARD = 10.0
 WAIT = {"timeout": GUARD * 1000}
 QUICK = {"reconnectionDelay": 50, "reconnectionDelayMax": 200, "randomizationFactor": 0}
-MID = re.compile(r"^([A-Za-z0-9_-]{16})-([0-9a-z]+)$")
+FULL = "'order' dropped unsent: pushed out of the full offline queue (maxQueueSize)"
+MID = re.compile(r"^([A-Za-z0-9_-]{16})-([0-9]+)$")
 CALLER = """([url, options]) => {
     const client = new window.harness.ns.NanoSocketClient(url, options);
     window.client = client;
     window.results = {};
+    window.errors = {};
+    window.told = [];
+    client.on("error", (error) => window.told.push(`${error.name}: ${error.message}`));
     // Place a call; its outcome lands in window.results[key] (place itself returns nothing).
     window.place = (key, ...args) => {
         client.call("order", ...args).then(
             (value) => { window.results[key] = { value }; },
-            (error) => { window.results[key] = { error: error.name, message: error.message }; });
+            (error) => {
+                window.results[key] = { error: error.name, message: error.message };
+                const timeout = error instanceof window.harness.ns.AckTimeoutError;
+                window.errors[key] = { mid: error.mid, copies: error.copies, why: error.why, timeout };
+            });
     };
 }"""
 
@@ -72,7 +81,7 @@ def test_an_unacknowledged_call_is_sent_again_unchanged(chromium: BrowserLoop, p
             assert len(copies) == 3 and copies[0] == copies[1] == copies[2]
             assert set(copies[0]) == {"event", "data", "ack", "mid"}
             match = MID.match(copies[0]["mid"])
-            assert match is not None and match.group(2) == "0"
+            assert match is not None and match.group(2) == "1"
             await page.evaluate("() => window.client.disconnect()")
 
     chromium.run(body())
@@ -90,8 +99,17 @@ def test_spent_retries_reject_the_call(chromium: BrowserLoop, pages: Pages) -> N
             await page.evaluate("() => window.place('a', 1)")
             await page.wait_for_function("'a' in window.results", **WAIT)
             result = (await page.evaluate("window.results"))["a"]
-            assert result["error"] == "AckTimeoutError"
-            assert "not acknowledged after 2 attempts (retries: 1)" in result["message"]
+            mid = scripted.events("order")[0]["mid"]
+            assert result == {
+                "error": "DeliveryTimeoutError",
+                "message": f"'order' unconfirmed: no reply to 2 copies within 150 ms each (message id {mid})",
+            }
+            assert await page.evaluate("window.errors.a") == {
+                "mid": mid,
+                "copies": 2,
+                "why": None,
+                "timeout": True,
+            }  # no why
             assert len(scripted.events("order")) == 2
             await page.evaluate("() => window.client.disconnect()")
 
@@ -110,8 +128,8 @@ def test_no_copy_to_a_server_without_a_deduplication_window(chromium: BrowserLoo
             await page.evaluate("() => window.place('a', 1)")
             await page.wait_for_function("'a' in window.results", **WAIT)
             result = (await page.evaluate("window.results"))["a"]
-            assert result["error"] == "AckTimeoutError"
-            assert "the server keeps no message ids" in result["message"]
+            assert result["error"] == "DeliveryTimeoutError"
+            assert "unconfirmed: the server keeps no message ids" in result["message"]
             assert len(scripted.events("order")) == 1
             await page.evaluate("() => window.client.disconnect()")
 
@@ -143,7 +161,7 @@ def test_calls_go_one_at_a_time_and_a_loss_sends_the_current_one_again(
     async def body() -> None:
         async with harness_page(pages) as page, scripted_server(script) as scripted:
             url = f"ws://127.0.0.1:{scripted.port}/"
-            await page.evaluate(CALLER, [url, {**QUICK, "retries": 2, "ackTimeout": None}])
+            await page.evaluate(CALLER, [url, {**QUICK, "retries": 2, "ackTimeout": 5000}])
             await page.evaluate("() => window.client.connect()")
             await page.evaluate("() => window.client.once('disconnect', () => window.place('d', 4))")
             placed = "() => { ['a', 'b', 'c'].forEach((k, i) => place(k, i + 1)); return client.queued; }"
@@ -168,7 +186,7 @@ def test_calls_go_one_at_a_time_and_a_loss_sends_the_current_one_again(
             assert [item["data"] for item in second] == [[2], [3], [4]]
             assert second[0] == first[1]  # the copy: the same envelope, mid and ack id
             mids = [item["mid"] for item in [*first, *second[1:]]]
-            assert [MID.match(mid).group(2) for mid in mids] == ["0", "1", "2", "3"]  # type: ignore[union-attr]
+            assert [MID.match(mid).group(2) for mid in mids] == ["1", "2", "3", "4"]  # type: ignore[union-attr]
             await page.evaluate("() => window.client.disconnect()")
 
     chromium.run(body())
@@ -187,7 +205,8 @@ def test_message_ids_are_unique_per_client_and_between_clients(chromium: Browser
             mids = await page.evaluate(
                 """async (url) => {
                     const { NanoSocketClient } = window.harness.ns;
-                    const clients = [0, 1].map(() => new NanoSocketClient(url, { retries: 1 }));
+                    const options = { retries: 1, ackTimeout: 5000 };
+                    const clients = [0, 1].map(() => new NanoSocketClient(url, options));
                     for (const client of clients) for (let n = 0; n < 3; n++) await client.call("order", n);
                     await Promise.all(clients.map((client) => client.disconnect()));
                 }""",
@@ -198,7 +217,7 @@ def test_message_ids_are_unique_per_client_and_between_clients(chromium: Browser
             assert all(ids)
             prefixes = [match.group(1) for match in ids if match]
             assert len(set(prefixes)) == 2 and prefixes[0] == prefixes[1] == prefixes[2]
-            assert [match.group(2) for match in ids if match] == ["0", "1", "2"] * 2
+            assert [match.group(2) for match in ids if match] == ["1", "2", "3"] * 2
             # Without retries a call carries no mid (at most once, as before).
             plain = await page.evaluate(
                 """async (url) => {
@@ -315,7 +334,7 @@ def test_a_call_lost_in_a_blackhole_goes_again_after_heartbeats(chromium: Browse
 
     async def body() -> None:
         app = OrderApp()
-        async with through_proxy(pages, app, {"retries": 3, "ackTimeout": None}) as (page, proxy):
+        async with through_proxy(pages, app, {"retries": 3, "ackTimeout": 5000}) as (page, proxy):
             await page.evaluate("() => window.place(1, 1)")
             await page.wait_for_function("'1' in window.results", **WAIT)
             proxy.blackhole()
@@ -351,6 +370,9 @@ def test_copies_of_a_slow_call_do_not_run_it_again(chromium: BrowserLoop, pages:
 
 
 def test_calls_waiting_their_turn_are_bounded_by_max_queue_size(chromium: BrowserLoop, pages: Pages) -> None:
+    """Offline, every call of the line waits (none was sent yet): over maxQueueSize the oldest
+    waiting goes first, rejecting with MessageDropped."""
+
     def script(ws: WebSocket, frame: Any, number: int) -> None:
         for envelope in envelopes(frame):
             if envelope.get("event") == "$connect":
@@ -361,25 +383,106 @@ def test_calls_waiting_their_turn_are_bounded_by_max_queue_size(chromium: Browse
     async def body() -> None:
         async with harness_page(pages) as page, scripted_server(script) as peer:
             url = f"ws://127.0.0.1:{peer.port}/"
-            await page.evaluate(
-                CALLER, [url, {**QUICK, "retries": 1, "maxQueueSize": 2, "autoConnect": False}]
+            options = {**QUICK, "retries": 1, "ackTimeout": 5000, "maxQueueSize": 2, "autoConnect": False}
+            await page.evaluate(CALLER, [url, options])
+            placed = (
+                "() => { for (const n of [1, 2, 3, 4]) place(n, n); return [client.queued, client.pending]; }"
             )
-            # The first is the current one (in the offline queue); two may wait behind it.
-            placed = "() => { for (const n of [1, 2, 3, 4]) place(n, n); return client.queued; }"
-            assert await page.evaluate(placed) == 3
+            assert await page.evaluate(placed) == [2, 2]
             await page.evaluate("() => window.client.connect()")
             await page.wait_for_function("Object.keys(window.results).length === 4", **WAIT)
+            dropped = {"error": "MessageDropped", "message": f"connection closed: 1006 {FULL}"}
             assert await page.evaluate("window.results") == {
-                "1": {"value": 10},
-                "2": {
-                    "error": "ConnectionClosedError",
-                    "message": "connection closed: 1006 dropped from the offline queue",
-                },
+                "1": dropped,
+                "2": dropped,
                 "3": {"value": 30},
                 "4": {"value": 40},
             }
-            assert [envelope["data"] for envelope in peer.events("order")] == [[1], [3], [4]]
-            assert await page.evaluate("window.client.dropped") == 1
+            assert (await page.evaluate("window.errors"))["1"]["why"] == "queue_full"
+            assert [envelope["data"] for envelope in peer.events("order")] == [[3], [4]]
+            assert await page.evaluate("[window.client.dropped, window.client.pending]") == [2, 0]
             await page.evaluate("() => window.client.disconnect()")
+
+    chromium.run(body())
+
+
+def test_copies_after_losses_do_not_count_as_retries(chromium: BrowserLoop, pages: Pages) -> None:
+    """Three connections in a row drop the call unanswered; with retries: 1 it still gets through
+    on the fourth: a copy cut short by a loss is sent again without counting."""
+
+    def script(ws: WebSocket, frame: Any, number: int) -> None:
+        for envelope in envelopes(frame):
+            if envelope.get("event") == "$connect":
+                ws.send(connect_answer(id=f"s{number}", dedup_window=60))
+            elif envelope.get("event") == "order" and number < 3:
+                ws.abort()
+            elif envelope.get("event") == "order":
+                reply(ws, envelope, "at last")
+
+    async def body() -> None:
+        async with harness_page(pages) as page, scripted_server(script) as peer:
+            url = f"ws://127.0.0.1:{peer.port}/"
+            await page.evaluate(CALLER, [url, {**QUICK, "retries": 1, "ackTimeout": 5000}])
+            await page.evaluate("() => window.place('a', 1)")
+            await page.wait_for_function("'a' in window.results", **WAIT)
+            assert await page.evaluate("window.results.a") == {"value": "at last"}
+            copies = peer.events("order")
+            assert len(copies) == 4 and all(copy == copies[0] for copy in copies)
+            await page.evaluate("() => window.client.disconnect()")
+
+    chromium.run(body())
+
+
+def test_no_copy_after_the_deduplication_window(chromium: BrowserLoop, pages: Pages) -> None:
+    """A copy would be sent later than dedup_window - ackTimeout after the first: the call is
+    given up as unconfirmed rather than risk a second run."""
+
+    def script(ws: WebSocket, frame: Any, number: int) -> None:
+        if envelopes(frame)[0].get("event") == "$connect":
+            ws.send(connect_answer(id="s", dedup_window=0.25))  # and never an ack
+
+    async def body() -> None:
+        async with harness_page(pages) as page, scripted_server(script) as peer:
+            url = f"ws://127.0.0.1:{peer.port}/"
+            await page.evaluate(CALLER, [url, {**QUICK, "retries": 5, "ackTimeout": 200}])
+            await page.evaluate("() => window.place('a', 1)")
+            await page.wait_for_function("'a' in window.results", **WAIT)
+            result = await page.evaluate("window.results.a")
+            assert result["error"] == "DeliveryTimeoutError"
+            assert "another copy would reach the server after its de-duplication window" in result["message"]
+            assert len(peer.events("order")) == 1
+            # The span of the retries (6 copies x 200 ms) was told once, at the connection.
+            assert await page.evaluate("window.told") == [
+                "ConfigurationError: retries=5 with ackTimeout=200 span 1200 ms, not less than the server's"
+                " de-duplication window (250 ms): copies that would arrive after it are not sent"
+                " (DeliveryTimeoutError instead)"
+            ]
+            await page.evaluate("() => window.client.disconnect()")
+
+    chromium.run(body())
+
+
+def test_retries_need_a_timeout(chromium: BrowserLoop, pages: Pages) -> None:
+    async def body() -> None:
+        async with harness_page(pages) as page:
+            outcome = await page.evaluate(
+                """async () => {
+                    const { NanoSocketClient } = window.harness.ns;
+                    let refused;
+                    const shown = (error) => `${error.name}: ${error.message}`;
+                    try { new NanoSocketClient("/", { retries: 2, autoConnect: false }); }
+                    catch (error) { refused = shown(error); }
+                    const options = { retries: 2, ackTimeout: 100, autoConnect: false };
+                    const client = new NanoSocketClient("/", options);
+                    const rejected = await client.timeout(null).call("order").catch(shown);
+                    return [refused, rejected, client.queued];
+                }"""
+            )
+            assert outcome == [
+                "ConfigurationError: retries needs ackTimeout: the ms each copy waits for its reply"
+                " before the next",
+                "RangeError: retries needs a timeout: the ms each copy waits for its reply",
+                0,
+            ]
 
     chromium.run(body())

@@ -54,23 +54,36 @@ export interface NanoSocketClientOptions {
   timeout?: number;
   /** Sent with $connect; the server's middleware reads it as `socket.handshake.auth` (default null). */
   auth?: Payload;
-  /** Emits and calls kept while disconnected; the oldest is dropped when full, 0: none (default 1000). */
+  /**
+   * Messages waiting unsent (emits and calls while disconnected, at-least-once calls waiting for
+   * their turn); over it the oldest waiting is dropped and reported, 0: none kept (default 1000).
+   */
   maxQueueSize?: number;
+  /** Bytes (encoded) of the messages waiting unsent; over it the oldest is dropped (default 4 MiB). */
+  maxQueueBytes?: number;
+  /** Ms a message may wait unsent before it is dropped and reported; null: no limit (default 300000). */
+  maxQueueAge?: number | null;
   /** Default ms call() waits for its acknowledgement; null waits as long as it takes (default null). */
   ackTimeout?: number | null;
   /**
-   * Times an unacknowledged call is sent again, with the same message id, after its ack timeout
-   * or a lost connection; 0: each call is sent once (default 0). With retries the ack timeout is
-   * per attempt; the server runs the handler once per message id.
+   * Copies of a call sent again, with the same message id, when no reply came within ackTimeout
+   * (needed with retries); 0: each call is sent once (default 0). With retries, calls are at least
+   * once, one at a time, in order; the server runs the handler once per message id.
    */
   retries?: number;
   /** Ms of silence before a $ping, and then before the link is declared dead; null/0: off (default 25000). */
   heartbeatInterval?: number | null;
 }
 
-export type ResolvedOptions = Readonly<Required<Omit<NanoSocketClientOptions, "heartbeatInterval">>> & {
+export type ResolvedOptions = Readonly<
+  Required<Omit<NanoSocketClientOptions, "heartbeatInterval" | "maxQueueAge">>
+> & {
   readonly heartbeatInterval: number | null;
+  readonly maxQueueAge: number | null;
 };
+
+/** Why a message was dropped unsent. */
+export type DropReason = "queue_full" | "queue_bytes" | "expired" | "send_buffer_full";
 
 /** The local events and their arguments. */
 export interface LocalEvents {
@@ -81,6 +94,8 @@ export interface LocalEvents {
   reconnect_failed: () => void;
   connect_error: (error: Error) => void;
   error: (error: Error) => void;
+  /** An emit was dropped unsent (a dropped call rejects with MessageDropped instead). */
+  drop: (why: DropReason, event: string) => void;
 }
 
 /** A handler of a server event: its return value (or Promise) answers an ack request. */
@@ -109,6 +124,18 @@ export declare class ConnectError extends NanoSocketError {
   readonly data: unknown;
 }
 export declare class AckTimeoutError extends NanoSocketError {}
+/** A message dropped unsent: the server never saw it. */
+export declare class MessageDropped extends ConnectionClosedError {
+  constructor(why: DropReason, event: string);
+  readonly why: DropReason;
+  readonly event: string;
+}
+/** An at-least-once call got no reply to any of its copies: the handler may or may not have run. */
+export declare class DeliveryTimeoutError extends AckTimeoutError {
+  constructor(message: string, detail: { mid: string; copies: number });
+  readonly mid: string;
+  readonly copies: number;
+}
 export declare class AckError extends NanoSocketError {
   constructor(message: string, data?: unknown);
   /** The error object the remote handler answered with ({message, type, ...}). */
@@ -159,10 +186,12 @@ export declare class NanoSocketClient {
   readonly recovered: boolean;
   /** The number of the current reconnection attempt (0 when connected or not retrying). */
   readonly reconnectAttempt: number;
-  /** Messages never written: pushed out of the full offline queue, or refused by a full send buffer. */
+  /** Messages never written (queue limits, age, a full send buffer); each also reported. */
   readonly dropped: number;
-  /** Emits and calls waiting in the offline queue for the next connection. */
+  /** Messages waiting unsent: the offline queue, and at-least-once calls waiting for their turn. */
   readonly queued: number;
+  /** At-least-once calls not answered yet (the one in flight included). */
+  readonly pending: number;
 
   /** Resolves once the server accepted the connection; rejects with ConnectError on a refusal. */
   connect(): Promise<void>;

@@ -54,7 +54,9 @@ export const PEER_RESERVED_EVENTS = Object.freeze(
 //   │   ├── ConnectionClosedOK        closed with 1000 or 1001
 //   │   └── ConnectionClosedError     closed with an error code or dropped (1006)
 //   ├── ConnectError              the server refused the connection (middleware): message, data
+//   │       └── MessageDropped        a message was dropped unsent: why, event
 //   ├── AckTimeoutError           no acknowledgement within the timeout
+//   │   └── DeliveryTimeoutError  an at-least-once call: no reply to any of its copies (mid, copies)
 //   └── AckError                  the remote handler answered with an error: message, data
 
 export class NanoSocketError extends Error {
@@ -88,6 +90,40 @@ export class ConnectError extends NanoSocketError {
   }
 }
 export class AckTimeoutError extends NanoSocketError {}
+
+/** What a dropped message's error says, by its cause (`why`). */
+const DROP_REASONS = Object.freeze({
+  queue_full: "pushed out of the full offline queue (maxQueueSize)",
+  queue_bytes: "pushed out of the offline queue over maxQueueBytes",
+  expired: "waited in the offline queue longer than maxQueueAge",
+  send_buffer_full: "not sent: the send buffer is full",
+});
+
+/**
+ * A message was dropped without being sent (the server never saw it): `why` is "queue_full"
+ * (over maxQueueSize, the oldest go first), "queue_bytes" (over maxQueueBytes), "expired"
+ * (waited longer than maxQueueAge) or "send_buffer_full"; `event` its event name.
+ */
+export class MessageDropped extends ConnectionClosedError {
+  constructor(why, event) {
+    super(1006, `'${event}' dropped unsent: ${DROP_REASONS[why] ?? why}`);
+    this.why = why;
+    this.event = event;
+  }
+}
+
+/**
+ * An at-least-once call got no reply to any of its `copies` (its retries are spent, or another
+ * copy would reach the server after its de-duplication window): the server may or may not have
+ * run the handler. `mid` is the message id.
+ */
+export class DeliveryTimeoutError extends AckTimeoutError {
+  constructor(message, { mid, copies }) {
+    super(message);
+    this.mid = mid;
+    this.copies = copies;
+  }
+}
 export class AckError extends NanoSocketError {
   constructor(message, data = null) {
     super(message);
@@ -522,9 +558,11 @@ const DEFAULTS = Object.freeze({
   randomizationFactor: 0.5, // jitter: each wait randomized by up to this fraction of itself (0..1)
   timeout: 20000, // ms one connection attempt (WebSocket open and the server's $connect) may take
   auth: null, // any JSON value sent with $connect; the server's middleware reads handshake.auth
-  maxQueueSize: 1000, // emits and calls kept while disconnected; the oldest is dropped (0: none)
+  maxQueueSize: 1000, // messages waiting unsent (offline, or in the line); the oldest is dropped (0: none)
+  maxQueueBytes: 4 * 1024 * 1024, // bytes (encoded) of them; over it the oldest is dropped
+  maxQueueAge: 300000, // ms a message may wait unsent before it is dropped; null: no limit
   ackTimeout: null, // default ms call() waits for its acknowledgement; null waits as long as it takes
-  retries: 0, // times an unacknowledged call is sent again (same mid); 0: each call is sent once
+  retries: 0, // copies of a call sent again when no reply came within ackTimeout (0: at most once)
   heartbeatInterval: 25000, // ms of silence before a $ping, and then before the link is dead; null: off
 });
 
@@ -578,8 +616,15 @@ export function clientOptions(given = {}) {
   if (typeof factor !== "number" || !(factor >= 0 && factor <= 1)) fail("randomizationFactor", "a number from 0 to 1", factor);
   checkMs(options, "timeout");
   checkCount(options, "maxQueueSize");
+  if (!Number.isSafeInteger(options.maxQueueBytes) || options.maxQueueBytes <= 0) {
+    fail("maxQueueBytes", "an integer > 0", options.maxQueueBytes);
+  }
+  checkMs(options, "maxQueueAge", { nullable: true });
   checkMs(options, "ackTimeout", { nullable: true });
   checkCount(options, "retries");
+  if (options.retries > 0 && options.ackTimeout === null) {
+    throw new ConfigurationError("retries needs ackTimeout: the ms each copy waits for its reply before the next");
+  }
   if (options.heartbeatInterval === 0) options.heartbeatInterval = null;
   checkMs(options, "heartbeatInterval", { nullable: true });
   try {
@@ -653,26 +698,336 @@ function messageIdPrefix() {
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
 }
 
+/** Bytes of `text` in UTF-8 (what maxQueueBytes counts), without encoding it. */
+function utf8Length(text) {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code >= 0x80) bytes += code < 0x800 || (code >= 0xdc00 && code < 0xe000) ? 1 : 2;
+  }
+  return bytes;
+}
+
 /**
  * An encoded envelope on its way out; `pending` is the reply of a call (`ack`). An at-least-once
- * call also has its message id (`mid`, in the payload), its per-attempt `timeout`, whether it
- * left the lane (`started`), how often it was written (`tries`) and when first (`firstSent`).
+ * call also has its message id (`mid`), `retries` and per-copy `timeout`, when it was first sent
+ * (`firstSent`: null while it waits), its `copies` and `timeouts` so far, and its copy's `timer`.
  */
 class Outgoing {
-  constructor(payload, binary, ack = null, pending = null) {
+  constructor(event, payload, binary, ack = null, pending = null) {
+    this.event = event;
     this.payload = payload;
     this.binary = binary;
     this.ack = ack;
     this.pending = pending;
+    this.madeAt = Date.now();
+    this.size = binary ? payload.length : utf8Length(payload);
     this.mid = null;
-    this.timeout = null;
-    this.started = false;
-    this.tries = 0;
+    this.retries = 0;
+    this.timeout = 0;
     this.firstSent = null;
+    this.copies = 0;
+    this.timeouts = 0;
+    this.timer = null;
   }
-  /** A call whose caller stopped waiting (timed out) before it was sent. */
+  /** A call whose caller stopped waiting (timed out), or that was answered or failed. */
   get abandoned() {
     return this.pending !== null && this.pending.settled;
+  }
+}
+
+// ------------------------------------------------------------------------------ the outbox
+//
+// What waits to be written, by the rules of the Python client's outbox
+// (src/nanosocket/client/outbox.py):
+//
+// * Emits and calls made while not connected wait in the queue, in order, and are written right
+//   after the next $connect.
+// * At-least-once calls (`retries`) wait in the line: its head is the one message in flight; the
+//   next is sent when the head is answered or given up, so the server commits them in order
+//   (docs/protocol.md §7). Each copy of the head waits `timeout` ms for its reply; then another
+//   copy (the same envelope: same mid, same ack id) is sent, up to `retries` more. A copy cut
+//   short by a lost connection is sent again after the next $connect without counting. No copy
+//   is sent later than the server's de-duplication window minus `timeout` after the first, nor
+//   to a server that announced no window (DeliveryTimeoutError instead).
+//
+// maxQueueSize, maxQueueBytes and maxQueueAge bound what waits unsent in either; over them the
+// oldest waiting message goes first, and nothing goes silently: a call rejects with
+// MessageDropped, an emit is counted in `dropped` and told to the `drop` handlers.
+
+class Outbox {
+  /** `client.settle(item, error)` fails a call; `client.reportDrop(why, event)` tells the drop handlers. */
+  constructor(options, client) {
+    this.options = options;
+    this.client = client;
+    this.queue = [];
+    this.line = [];
+    this.waitingInLine = 0; // line items never sent yet: they count against the limits
+    this.bytes = 0; // of the payloads waiting unsent (queue and line)
+    this.inFlight = false;
+    this.sender = null; // writes one copy of the line's head while connected
+    this.sweeper = null;
+    this.prefix = messageIdPrefix();
+    this.counter = 0;
+    /** Messages dropped unsent (limits, age, a full send buffer). */
+    this.dropped = 0;
+    /** The server's de-duplication window in ms, from its answer to $connect (null: none). */
+    this.window = null;
+  }
+
+  /** Messages waiting unsent. */
+  get queued() {
+    return this.queue.length + this.waitingInLine;
+  }
+  /** At-least-once calls not answered yet (the one in flight included). */
+  get pending() {
+    return this.line.length;
+  }
+
+  newMid() {
+    this.counter += 1;
+    return `${this.prefix}-${this.counter}`;
+  }
+
+  // ------------------------------------------------------------------- queue
+
+  /** Keep an emit or a call for the next connection; false when it was dropped. */
+  enqueue(item) {
+    if (!this.admit(item)) return false;
+    this.queue.push(item);
+    this.bytes += item.size;
+    this.sweepLater();
+    return true;
+  }
+
+  /** Everything queued, in order, to be written now (expired messages are dropped). */
+  takeQueue() {
+    this.sweep();
+    const items = this.queue;
+    this.queue = [];
+    for (const item of items) this.bytes -= item.size;
+    return items;
+  }
+
+  // -------------------------------------------------------------------- line
+
+  /** Line up an at-least-once call (mid, ack, pending, retries and timeout set). */
+  submit(item) {
+    if ((this.line.length || this.sender === null) && !this.admit(item)) return;
+    this.line.push(item);
+    this.waitingInLine += 1;
+    this.bytes += item.size;
+    this.pump();
+    this.sweepLater();
+  }
+
+  /** Send a copy of the head when connected and none is in flight. */
+  pump() {
+    const line = this.line;
+    while (line.length && this.sender !== null && !this.inFlight) {
+      const head = line[0];
+      if (head.abandoned) {
+        this.popHead();
+        continue;
+      }
+      const now = Date.now();
+      if (head.firstSent === null) {
+        head.firstSent = now;
+        this.waitingInLine -= 1;
+        this.bytes -= head.size;
+      } else if (this.window === null) {
+        this.giveUp(head, "the server keeps no message ids, so a copy could run its handler twice");
+        continue;
+      } else if (this.tooLate(head, now)) {
+        this.giveUp(head, "another copy would reach the server after its de-duplication window");
+        continue;
+      }
+      head.copies += 1;
+      this.inFlight = true;
+      // A copy a full send buffer refused counts as one without a reply: the next follows.
+      this.sender(head);
+      head.timer = setTimeout(() => this.noReply(head), head.timeout);
+    }
+  }
+
+  noReply(item) {
+    item.timer = null;
+    if (this.line[0] !== item || item.abandoned) return;
+    this.inFlight = false;
+    item.timeouts += 1;
+    if (item.timeouts > item.retries) {
+      const copies = `${item.copies} cop${item.copies === 1 ? "y" : "ies"}`;
+      this.giveUp(item, `no reply to ${copies} within ${item.timeout} ms each`);
+    }
+    this.pump();
+  }
+
+  tooLate(item, now) {
+    return this.window !== null && item.firstSent !== null && now - item.firstSent > this.window - item.timeout;
+  }
+
+  /** Fail the head as unconfirmed (the server may have run it); the next goes on. */
+  giveUp(item, why) {
+    const error = new DeliveryTimeoutError(`'${item.event}' unconfirmed: ${why} (message id ${item.mid})`, {
+      mid: item.mid,
+      copies: item.copies,
+    });
+    this.client.settle(item, error);
+  }
+
+  /** A call is over (answered, failed, or its caller gave up): it holds no place any more. */
+  settled(item) {
+    const line = this.line;
+    if (line[0] === item) {
+      this.popHead();
+      // After the current step: a settle may come from inside the outbox's own bookkeeping.
+      queueMicrotask(() => this.pump());
+      return;
+    }
+    let index = line.indexOf(item);
+    if (index !== -1) {
+      line.splice(index, 1);
+      if (item.firstSent === null) {
+        this.waitingInLine -= 1;
+        this.bytes -= item.size;
+      }
+      return;
+    }
+    index = this.queue.indexOf(item);
+    if (index !== -1) {
+      this.queue.splice(index, 1);
+      this.bytes -= item.size;
+    }
+  }
+
+  popHead() {
+    const item = this.line.shift();
+    clearTimeout(item.timer);
+    item.timer = null;
+    if (item.firstSent === null) {
+      this.waitingInLine -= 1;
+      this.bytes -= item.size;
+    }
+    this.inFlight = false;
+  }
+
+  // -------------------------------------------------------------- connection
+
+  /** A connection is up: the line goes on (its head's copy is sent again, not counted). */
+  connected(sender) {
+    this.sender = sender;
+    this.pump();
+    if (this.line.length) this.sweepLater();
+  }
+
+  /** The connection is gone: the copy in flight will be sent again on the next one. */
+  disconnected() {
+    this.sender = null;
+    if (this.inFlight) {
+      this.inFlight = false;
+      const head = this.line[0];
+      clearTimeout(head.timer);
+      head.timer = null;
+    }
+  }
+
+  /** The client stopped: every call waiting (queue and line) fails; emits stay queued. */
+  failCalls(error) {
+    this.disconnected();
+    const line = this.line;
+    while (line.length) {
+      const item = line[0];
+      this.popHead();
+      this.client.settle(item, error);
+    }
+    for (const item of this.queue.filter((queued) => queued.ack !== null)) this.client.settle(item, error);
+  }
+
+  // ------------------------------------------------------------------ limits
+
+  /** Make room for `item` (the oldest waiting go first); false when it cannot wait. */
+  admit(item) {
+    const { maxQueueSize, maxQueueBytes } = this.options;
+    if (!maxQueueSize) {
+      this.drop(item, "queue_full");
+      return false;
+    }
+    if (item.size > maxQueueBytes) {
+      this.drop(item, "queue_bytes");
+      return false;
+    }
+    while (this.queued >= maxQueueSize || this.bytes + item.size > maxQueueBytes) {
+      const why = this.queued >= maxQueueSize ? "queue_full" : "queue_bytes";
+      const victim = this.oldestWaiting();
+      if (victim === null) break;
+      this.removeWaiting(victim);
+      this.drop(victim, why);
+    }
+    return true;
+  }
+
+  oldestWaiting() {
+    const queued = this.queue.length ? this.queue[0] : null;
+    const lined = this.line.find((item) => item.firstSent === null) ?? null;
+    return queued === null || (lined !== null && lined.madeAt < queued.madeAt) ? lined : queued;
+  }
+
+  removeWaiting(item) {
+    if (this.queue[0] === item) this.queue.shift();
+    else {
+      this.line.splice(this.line.indexOf(item), 1);
+      this.waitingInLine -= 1;
+    }
+    this.bytes -= item.size;
+  }
+
+  /**
+   * Report a message dropped unsent: its call rejects with MessageDropped, an emit goes to the
+   * `drop` handlers; both are counted in `dropped`.
+   */
+  drop(item, why) {
+    if (item.abandoned) return;
+    this.dropped += 1;
+    if (item.ack !== null) this.client.settle(item, new MessageDropped(why, item.event));
+    else this.client.reportDrop(why, item.event);
+  }
+
+  // --------------------------------------------------------------------- age
+
+  sweepLater() {
+    const age = this.options.maxQueueAge;
+    if (this.sweeper !== null || (age === null && this.window === null)) return;
+    this.sweeper = setTimeout(() => this.tick(), Math.min(Math.max((age ?? 60000) / 4, 50), 1000));
+  }
+
+  tick() {
+    this.sweeper = null;
+    this.sweep();
+    if (this.queue.length || this.line.length) this.sweepLater();
+  }
+
+  /** Drop what waited longer than maxQueueAge; give up a head that can no longer be sent in time. */
+  sweep() {
+    const now = Date.now();
+    const age = this.options.maxQueueAge;
+    if (age !== null) {
+      while (this.queue.length && now - this.queue[0].madeAt > age) {
+        const item = this.queue.shift();
+        this.bytes -= item.size;
+        this.drop(item, "expired");
+      }
+      for (const item of this.line.filter((lined) => lined.firstSent === null && now - lined.madeAt > age)) {
+        this.removeWaiting(item);
+        this.drop(item, "expired");
+      }
+    }
+    if (this.line.length && !this.inFlight) {
+      const head = this.line[0];
+      if (!head.abandoned && this.tooLate(head, now)) {
+        this.giveUp(head, "another copy would reach the server after its de-duplication window");
+        this.pump();
+      }
+    }
   }
 }
 
@@ -750,16 +1105,18 @@ export class NanoSocketClient {
     this._url = normalizeUrl(url);
     this._options = clientOptions(options);
     const hello = encodeEnvelope({ event: "$connect", data: [this._options.auth] });
-    this._connectFrame = new Outgoing(hello.payload, hello.binary);
+    this._connectFrame = new Outgoing("$connect", hello.payload, hello.binary);
     this._state = "disconnected";
     /** The socket id the server gave this connection (null while not connected). */
     this.id = null;
     this._handlers = new Map(); // event -> [{fn, once}]
     this._pending = new Map(); // ack -> deferred with its timer
     this._nextAck = 0;
-    this._inflight = new Map(); // ack -> Outgoing: calls written on the current connection
-    this._queue = [];
-    this._dropped = 0;
+    this._inflight = new Set(); // ack ids of plain calls written on the current connection
+    this._outbox = new Outbox(this._options, {
+      settle: (item, error) => this._settle(item.ack, null, error),
+      reportDrop: (why, event) => this._emitLocal("drop", why, event),
+    });
     this._batch = null;
     this._batchDepth = 0;
     this._link = null;
@@ -773,12 +1130,7 @@ export class NanoSocketClient {
     this._epoch = null;
     this._offset = 0;
     this._recovered = false;
-    // At-least-once calls (`retries`): the message ids' random prefix and counter, and the
-    // server's de-duplication window in ms (null: the server keeps no ids, so no copies).
-    this._midPrefix = messageIdPrefix();
-    this._midCount = 0;
-    this._dedupWindow = null;
-    this._lane = []; // at-least-once calls not settled, in call order; the first is the one sent
+    this._spanChecked = false; // retries * ackTimeout compared with the server's window, once
     this._onOnline = () => this._online();
     this._onOffline = () => this._offline();
     if (this._options.autoConnect) this._start();
@@ -811,16 +1163,21 @@ export class NanoSocketClient {
   get reconnectAttempt() {
     return this._reconnectAttempt;
   }
-  /** Messages never written: pushed out of the full offline queue, or refused by a full send buffer. */
+  /**
+   * Messages never written: pushed out of the offline queue (over maxQueueSize or
+   * maxQueueBytes), expired in it (maxQueueAge), or refused by a full send buffer. Each is also
+   * reported: a call rejects with MessageDropped, an emit goes to the `drop` handlers.
+   */
   get dropped() {
-    return this._dropped;
+    return this._outbox.dropped;
   }
-  /** Emits and calls waiting to be written: in the offline queue, or behind an at-least-once call. */
+  /** Messages waiting unsent: emits and calls in the offline queue, and at-least-once calls waiting for their turn. */
   get queued() {
-    let count = 0;
-    for (const item of this._queue) if (!item.abandoned) count++;
-    for (const item of this._lane) if (!item.started) count++;
-    return count;
+    return this._outbox.queued;
+  }
+  /** At-least-once calls not answered yet (the one in flight included). */
+  get pending() {
+    return this._outbox.pending;
   }
 
   // ------------------------------------------------------------------------- connecting
@@ -845,7 +1202,7 @@ export class NanoSocketClient {
   async disconnect() {
     const run = this._run;
     if (run === null) {
-      this._failQueuedCalls(new ConnectionClosedOK(1000, "client disconnect"));
+      this._outbox.failCalls(new ConnectionClosedOK(1000, "client disconnect"));
       return;
     }
     run.stop();
@@ -865,7 +1222,7 @@ export class NanoSocketClient {
   emit(event, ...args) {
     checkEmitName(event);
     const { payload, binary } = encodeEnvelope({ event, data: args });
-    return this._sendOrQueue(new Outgoing(payload, binary));
+    return this._sendOrQueue(new Outgoing(event, payload, binary));
   }
 
   /**
@@ -903,119 +1260,43 @@ export class NanoSocketClient {
     } catch (error) {
       return Promise.reject(error);
     }
+    const retries = this._options.retries;
+    if (retries > 0 && timeout === null) {
+      return Promise.reject(new RangeError("retries needs a timeout: the ms each copy waits for its reply"));
+    }
     const ack = this._nextAck;
     this._nextAck = ack < MAX_ACK_ID - 1 ? ack + 1 : 0;
-    const atLeastOnce = this._options.retries > 0;
-    const mid = atLeastOnce ? `${this._midPrefix}-${this._midCount.toString(36)}` : null;
+    const mid = retries > 0 ? this._outbox.newMid() : null;
     let encoded;
     try {
-      encoded = encodeEnvelope(atLeastOnce ? { event, data: args, ack, mid } : { event, data: args, ack });
+      encoded = encodeEnvelope(mid !== null ? { event, data: args, ack, mid } : { event, data: args, ack });
     } catch (error) {
       return Promise.reject(error);
     }
     const pending = deferred();
-    const item = new Outgoing(encoded.payload, encoded.binary, ack, pending);
+    const item = new Outgoing(event, encoded.payload, encoded.binary, ack, pending);
+    pending.item = item;
+    pending.timer = null;
     this._pending.set(ack, pending);
-    if (atLeastOnce) {
-      // Its timeout runs per attempt, from each write (_sent).
+    if (mid !== null) {
+      // At least once: lined up in the outbox, which sends its copies and times each.
       item.mid = mid;
+      item.retries = retries;
       item.timeout = timeout;
-      this._midCount += 1;
-      pending.timer = null;
-      pending.item = item;
-      this._enterLane(item);
+      const collected = this._batch;
+      if (collected !== null && collected.length) {
+        this._batch = []; // what was collected before the call goes first
+        this._deliver(collected);
+      }
+      this._outbox.submit(item);
       return pending.promise;
     }
-    pending.timer =
-      timeout === null ? null : setTimeout(() => this._settle(ack, null, new AckTimeoutError(`no acknowledgement within ${timeout} ms`)), timeout);
+    if (timeout !== null) {
+      pending.timer = setTimeout(() => this._settle(ack, null, new AckTimeoutError(`no acknowledgement within ${timeout} ms`)), timeout);
+    }
     // A dropped call (full queue or send buffer) has its promise rejected already.
     this._sendOrQueue(item, false);
     return pending.promise;
-  }
-
-  // ---------------------------------------------------------------- at-least-once calls
-  //
-  // With `retries` > 0 every call carries a message id (`mid`) and is written again, with the
-  // same mid and payload, when an attempt gets no acknowledgement within its timeout or the
-  // connection is lost first (then right after the next $connect, before anything newer), up
-  // to `retries` times. The server runs the handler once per mid within its de-duplication
-  // window and answers every copy with the first reply. A copy is sent only to a server that
-  // announced that window (`dedup_window` in its $connect answer), and only while it arrives
-  // within it; else the call fails rather than risk a second run.
-  //
-  // These calls go one at a time, in call order (the lane): each is written once the one
-  // before it is acknowledged or given up, so their handlers run in that order and each after
-  // the previous one finished (docs/protocol.md §7, "Order").
-
-  /**
-   * A new at-least-once call joins the lane. The calls waiting there (not yet written) are
-   * bounded as the offline queue is, by maxQueueSize: the oldest is dropped first.
-   */
-  _enterLane(item) {
-    const limit = this._options.maxQueueSize;
-    const lane = this._lane;
-    if (lane.length && !limit) {
-      this._drop(item);
-      return;
-    }
-    const waiting = lane.filter((queued) => !queued.started);
-    for (let excess = waiting.length - limit + 1; excess > 0; excess--) this._drop(waiting.shift());
-    lane.push(item);
-    if (lane.length === 1) this._startNext();
-  }
-
-  /** The first call of the lane is written (or queued for the next connection). */
-  _startNext() {
-    const lane = this._lane;
-    while (lane.length && lane[0].pending.settled) lane.shift();
-    const next = lane[0];
-    if (next === undefined || next.started) return;
-    next.started = true;
-    this._sendOrQueue(next, false);
-  }
-
-  /** An at-least-once call is settled: the next one may go. */
-  _laneSettled(item) {
-    const lane = this._lane;
-    const index = lane.indexOf(item);
-    if (index !== -1) lane.splice(index, 1);
-    // After the current step (a settle may come from inside the queue's own bookkeeping).
-    if (index === 0) queueMicrotask(() => this._startNext());
-  }
-
-  /** An at-least-once call was written: count the attempt and time it. */
-  _sent(item) {
-    item.tries += 1;
-    if (item.firstSent === null) item.firstSent = Date.now();
-    const pending = item.pending;
-    clearTimeout(pending.timer);
-    pending.timer = item.timeout === null ? null : setTimeout(() => this._attemptTimedOut(item), item.timeout);
-  }
-
-  /** Why `item` may not be sent again (null when it may). */
-  _noCopy(item) {
-    const attempts = `${item.tries} attempt${item.tries === 1 ? "" : "s"}`;
-    if (item.tries > this._options.retries) return `not acknowledged after ${attempts} (retries: ${this._options.retries})`;
-    if (this._dedupWindow === null) {
-      return `not acknowledged after ${attempts}; the server keeps no message ids, so a copy could run its handler twice`;
-    }
-    if (Date.now() - item.firstSent > this._dedupWindow - (item.timeout ?? 0)) {
-      return `not acknowledged within the server's de-duplication window (${this._dedupWindow} ms) after ${attempts}`;
-    }
-    return null;
-  }
-
-  _attemptTimedOut(item) {
-    if (item.pending.settled) return;
-    this._inflight.delete(item.ack);
-    const why = this._noCopy(item);
-    if (why !== null) {
-      this._settle(item.ack, null, new AckTimeoutError(`${why}: the last within ${item.timeout} ms`));
-      return;
-    }
-    const link = this._link;
-    if (this._state === "connected" && link !== null && link.ws.readyState === WebSocket.OPEN) this._write(link, [item]);
-    else this._queue.unshift(item); // written before anything queued now was made
   }
 
   /** Settle the call `ack` with a result or an error; false when it is no longer pending. */
@@ -1030,7 +1311,7 @@ export class NanoSocketClient {
       if (error !== null) pending.reject(error);
       else pending.resolve(result);
     }
-    if (pending.item !== undefined) this._laneSettled(pending.item);
+    this._outbox.settled(pending.item);
     return true;
   }
 
@@ -1093,24 +1374,7 @@ export class NanoSocketClient {
   }
 
   _enqueue(item) {
-    const limit = this._options.maxQueueSize;
-    if (!limit) {
-      this._drop(item);
-      return false;
-    }
-    if (this._queue.length >= limit) {
-      // Calls whose callers gave up hold no place in the queue.
-      if (this._queue.some((queued) => queued.abandoned)) this._queue = this._queue.filter((queued) => !queued.abandoned);
-      if (this._queue.length >= limit) this._drop(this._queue.shift());
-    }
-    this._queue.push(item);
-    return true;
-  }
-
-  _drop(item, why = "dropped from the offline queue") {
-    if (item.abandoned) return;
-    this._dropped += 1;
-    if (item.ack !== null) this._settle(item.ack, null, new ConnectionClosedError(1006, why));
+    return this._outbox.enqueue(item);
   }
 
   /** Write `items` in order: JSON envelopes grouped in batch frames, binary ones alone. */
@@ -1140,16 +1404,18 @@ export class NanoSocketClient {
   _send(link, items) {
     const ws = link.ws;
     if (ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > MAX_BUFFERED) {
-      for (const item of items) this._drop(item, "not sent: the send buffer is full");
+      for (const item of items) this._outbox.drop(item, "send_buffer_full");
       return false;
     }
     ws.send(items.length === 1 ? items[0].payload : `[${items.map((item) => item.payload).join(",")}]`);
-    for (const item of items) {
-      if (item.ack === null) continue;
-      this._inflight.set(item.ack, item);
-      if (item.mid !== null) this._sent(item);
-    }
+    for (const item of items) if (item.ack !== null) this._inflight.add(item.ack);
     return true;
+  }
+
+  /** One copy of an at-least-once call (one a full send buffer refuses counts as unanswered). */
+  _sendCopy(link, item) {
+    const ws = link.ws;
+    if (ws.readyState === WebSocket.OPEN && ws.bufferedAmount <= MAX_BUFFERED) ws.send(item.payload);
   }
 
   // ----------------------------------------------------------------------------- events
@@ -1418,8 +1684,7 @@ export class NanoSocketClient {
    * the recovery part (none from a server without recovery).
    */
   _sessionOffered(answer) {
-    const window = answer.dedup_window;
-    this._dedupWindow = typeof window === "number" && window > 0 && Number.isFinite(window) ? window * 1000 : null;
+    this._windowTold(answer.dedup_window);
     const pid = answer.pid;
     this._recovered = answer.recovered === true && this._pid !== null;
     if (typeof pid !== "string") {
@@ -1434,6 +1699,32 @@ export class NanoSocketClient {
     }
   }
 
+  /**
+   * The server's de-duplication window (seconds): no copy of an at-least-once call is sent after
+   * it; a client whose retries span more is told once (`error`).
+   */
+  _windowTold(seconds) {
+    if (!(typeof seconds === "number" && seconds > 0 && Number.isFinite(seconds))) {
+      this._outbox.window = null;
+      return;
+    }
+    const window = (this._outbox.window = seconds * 1000);
+    const { retries, ackTimeout } = this._options;
+    if (retries > 0 && !this._spanChecked) {
+      this._spanChecked = true;
+      const span = (retries + 1) * ackTimeout;
+      if (span >= window) {
+        const error = new ConfigurationError(
+          `retries=${retries} with ackTimeout=${ackTimeout} span ${span} ms, not less than the server's ` +
+            `de-duplication window (${window} ms): copies that would arrive after it are not sent ` +
+            "(DeliveryTimeoutError instead)",
+        );
+        console.warn(`nanosocket: ${error.message}`);
+        this._emitLocal("error", error);
+      }
+    }
+  }
+
   _connected({ link, id, rest }) {
     this._link = link;
     this.id = id;
@@ -1444,11 +1735,9 @@ export class NanoSocketClient {
     ws.onmessage = (event) => this._frame(link, event.data);
     ws.onclose = (event) => link.end(event.code || 1006, event.reason || "");
     this._armHeartbeat(link);
-    if (this._queue.length) {
-      const items = this._queue;
-      this._queue = [];
-      this._write(link, items);
-    }
+    const items = this._outbox.takeQueue();
+    if (items.length) this._write(link, items);
+    this._outbox.connected((item) => this._sendCopy(link, item));
     const ready = this._ready;
     if (ready !== null && !ready.settled) {
       ready.settled = true;
@@ -1485,7 +1774,8 @@ export class NanoSocketClient {
   _lost(closed, why, retry) {
     this._link = null;
     this.id = null;
-    this._failInflight(closed, retry);
+    this._failInflight(closed);
+    this._outbox.disconnected();
     if (retry) {
       this._transition("reconnecting");
       this._ready = deferred();
@@ -1509,7 +1799,7 @@ export class NanoSocketClient {
         ? error
         : Object.assign(new ConnectionClosedError(1006, `not connected: ${errorMessage(error)}`), { cause: error });
     this._failInflight(closed);
-    this._failQueuedCalls(closed);
+    this._outbox.failCalls(closed);
     const ready = this._ready;
     this._ready = null;
     if (ready !== null && !ready.settled) {
@@ -1527,38 +1817,10 @@ export class NanoSocketClient {
     if (wasConnected) this._emitLocal("disconnect", "client disconnect");
   }
 
-  /**
-   * The calls written on a connection that ended fail with `error`; when the client reconnects
-   * (`resend`), the at-least-once call in flight, if it may be sent again, goes back to the head
-   * of the queue (it was written before anything queued now was made), to be written right
-   * after the next $connect.
-   */
-  _failInflight(error, resend = false) {
+  _failInflight(error) {
     const inflight = this._inflight;
-    this._inflight = new Map();
-    for (const [ack, item] of inflight) {
-      if (item.mid === null || !resend) {
-        this._settle(ack, null, error);
-        continue;
-      }
-      clearTimeout(item.pending.timer);
-      const why = this._noCopy(item);
-      if (why === null) this._queue.unshift(item);
-      else this._settle(ack, null, Object.assign(connectionClosed(error.code, error.reason), { message: `${why}: ${error.message}` }));
-    }
-  }
-
-  _failQueuedCalls(error) {
-    const lane = this._lane;
-    this._lane = []; // emptied first: a settled call would start the next
-    for (const item of lane) this._settle(item.ack, null, error);
-    if (!this._queue.some((item) => item.ack !== null)) return;
-    const kept = [];
-    for (const item of this._queue) {
-      if (item.ack === null) kept.push(item);
-      else this._settle(item.ack, null, error);
-    }
-    this._queue = kept;
+    this._inflight = new Set();
+    for (const ack of inflight) this._settle(ack, null, error);
   }
 
   /** The browser went offline: the link is treated as down (and reconnected when back online). */

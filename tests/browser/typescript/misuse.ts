@@ -8,3 +8,5 @@ client.emit("date", () => 1);
 client.connectionState = "connected";
 client.recovered = true;
 new NanoSocketClient("/", { retries: "3" });
+client.on("drop", (why: number) => why);
+new NanoSocketClient("/", { maxQueueAge: "5m" });

@@ -5,10 +5,13 @@ import NanoSocketDefault, {
   AckTimeoutError,
   ConnectError,
   ConnectionClosed,
+  DeliveryTimeoutError,
+  MessageDropped,
   NanoSocketClient,
   reconnectDelay,
   type ConnectionState,
   type DisconnectReason,
+  type DropReason,
   type NanoSocketClientOptions,
 } from "../../../src/nanosocket/static/nanosocket.js";
 
@@ -22,6 +25,8 @@ const options: NanoSocketClientOptions = {
   timeout: 20000,
   auth: { token: "abc", roles: ["admin"], avatar: new Uint8Array([1, 2]) },
   maxQueueSize: 1000,
+  maxQueueBytes: 4 * 1024 * 1024,
+  maxQueueAge: null,
   ackTimeout: 5000,
   retries: 3,
   heartbeatInterval: 25000,
@@ -35,6 +40,7 @@ client
   .on("disconnect", (reason: DisconnectReason) => console.log(reason))
   .on("reconnecting", (attempt: number) => console.log(attempt + 1))
   .on("connect_error", (error: Error) => console.log(error.message))
+  .on("drop", (why: DropReason, event: string) => console.log(why, event))
   .on("chat", (text: string, from: string) => `${from}: ${text}`)
   .once("question", async (n: number) => n * 2)
   .off("chat");
@@ -58,12 +64,14 @@ async function main(): Promise<void> {
   try {
     await client.call("fail");
   } catch (error) {
+    if (error instanceof DeliveryTimeoutError) console.log(error.mid, error.copies);
+    if (error instanceof MessageDropped) console.log(error.why, error.event, error.code);
     if (error instanceof AckError) console.log(error.data);
     if (error instanceof AckTimeoutError) console.log(error.message);
     if (error instanceof ConnectionClosed) console.log(error.code, error.reason);
     if (error instanceof ConnectError) console.log(error.data);
   }
-  const numbers: number[] = [client.queued, client.dropped, client.reconnectAttempt];
+  const numbers: number[] = [client.queued, client.dropped, client.pending, client.reconnectAttempt];
   const delay: number = reconnectDelay(2, { delay: 1000, delayMax: 30000, randomizationFactor: 0 });
   console.log(state, sent, same, timed, counted, numbers, delay, client.connected, other.url);
   await client.disconnect();
