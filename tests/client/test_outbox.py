@@ -12,7 +12,13 @@ import asyncio
 import pytest
 from client_kit import Kit, Recorder, until, within
 
-from nanosocket import ConfigurationError, ConnectionClosedError, MessageDropped, NanoSocketClient
+from nanosocket import (
+    ConfigurationError,
+    ConnectionClosedError,
+    DeliveryTimeoutError,
+    MessageDropped,
+    NanoSocketClient,
+)
 
 NOWHERE = "ws://127.0.0.1:9/"
 
@@ -110,3 +116,13 @@ async def test_drop_is_a_reserved_event_name() -> None:
     client = NanoSocketClient(NOWHERE, auto_connect=False)
     with pytest.raises(ValueError, match="cannot emit"):
         client.emit("drop")
+
+
+async def test_no_copy_goes_to_a_server_that_tells_no_window(kit: Kit) -> None:
+    server = await kit.server()  # the protocol server of client_kit.py announces no window
+    client = kit.client(server, retries=3, ack_timeout=0.1)
+    await within(client.connect())
+    with pytest.raises(DeliveryTimeoutError, match="does not tell its de-duplication window") as info:
+        await within(client.call("silent", 1))
+    assert info.value.copies == 1
+    assert server.events("silent") == [("silent", [1])]

@@ -7,7 +7,8 @@
   Each copy of the head waits ``timeout`` seconds for its reply; then another copy (same message
   id, same ack id) is sent, up to ``retries`` more. A copy cut short by a lost connection is sent
   again after the next ``$connect`` without counting. No copy is sent later than the server's
-  de-duplication window minus ``timeout`` after the first (DeliveryTimeoutError instead).
+  de-duplication window minus ``timeout`` after the first, nor at all to a server that did not
+  tell its window (DeliveryTimeoutError instead).
 
 Limits (``max_queue_size``, ``max_queue_bytes``, ``max_queue_age``) bound what waits unsent in
 either; over them the oldest waiting message goes first, and nothing goes silently: a call fails
@@ -200,7 +201,7 @@ class Outbox:
                 self._waiting_in_line -= 1
                 self._bytes -= len(head.payload)
             elif self._too_late(head, now):
-                self._give_up(head, "another copy would reach the server after its de-duplication window")
+                self._give_up(head, self._why_not_again())
                 continue
             head.copies += 1
             self._in_flight = True
@@ -219,12 +220,15 @@ class Outbox:
         self._pump()
 
     def _too_late(self, item: Outgoing, now: float) -> bool:
-        window = self.window
-        return (
-            window is not None
-            and item.first_sent is not None
-            and now - item.first_sent > window - item.timeout
-        )
+        """Whether another copy of a message sent before must not go: the server did not tell a
+        de-duplication window (it may not de-duplicate), or the copy could arrive after it."""
+        window, first = self.window, item.first_sent
+        return first is not None and (window is None or now - first > window - item.timeout)
+
+    def _why_not_again(self) -> str:
+        if self.window is None:
+            return "no copy is sent again to a server that does not tell its de-duplication window"
+        return "another copy would reach the server after its de-duplication window"
 
     def _give_up(self, item: Outgoing, why: str) -> None:
         """Fail the head as unconfirmed (the server may have run it) and go on with the next."""
@@ -376,5 +380,5 @@ class Outbox:
         if self._line and not self._in_flight:
             head = self._line[0]
             if not head.abandoned and self._too_late(head, now):
-                self._give_up(head, "another copy would reach the server after its de-duplication window")
+                self._give_up(head, self._why_not_again())
                 self._pump()
