@@ -147,3 +147,34 @@ async def test_a_client_retrying_on_another_node_after_a_cut(cluster: Cluster) -
     finally:
         await client.disconnect()
         await proxy.close()
+
+
+async def test_redis_unreachable_leaves_the_copy_unanswered_and_counted(
+    cluster: Cluster, private_redis: Any
+) -> None:
+    node = await cluster.node(url=private_redis.url)
+    commits: list[tuple[str, Any]] = []
+    serve_orders(node, commits)
+    peer, _ = await cluster.client(node)
+    private_redis.kill()
+    reliable(peer, 1, ack=1)
+    await eventually(lambda: node.adapter.stats.dedup_unavailable == 1, "the claim failed")
+    peer.emit("$ping", "marker")
+    assert await peer.expect("$pong") == ["marker"]  # no answer to ack 1: the client retries
+    assert commits == []
+    private_redis.start()
+    await asyncio.sleep(0)
+
+    async def answered() -> dict[str, Any]:
+        ack = 2
+        while True:  # as a client does: a copy after each timeout, until answered
+            reliable(peer, 1, ack=ack)
+            try:
+                reply: dict[str, Any] = await asyncio.wait_for(peer.recv(), 0.5)
+                return reply
+            except TimeoutError:
+                ack += 1
+
+    reply = await asyncio.wait_for(answered(), HANG_GUARD)
+    assert reply["data"] == [[node.adapter.node_id, 1]]
+    assert commits == [(node.adapter.node_id, 1)]

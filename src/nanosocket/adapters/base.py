@@ -182,6 +182,7 @@ class AdapterStats:
     __slots__ = (
         "deaf_detected",
         "dedup_evicted",
+        "dedup_unavailable",
         "dropped",
         "duplicates",
         "late_responses",
@@ -213,6 +214,9 @@ class AdapterStats:
         self.duplicates = 0
         #: Message ids forgotten before their window ended (over dedup_max_entries or _bytes).
         self.dedup_evicted = 0
+        #: Messages with an id left unanswered, or replies not kept, because the store (Redis)
+        #: could not be reached; their clients send them again.
+        self.dedup_unavailable = 0
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -243,6 +247,10 @@ class AdapterStats:
             "dedup_evicted": (
                 "Message ids forgotten before their de-duplication window ended (store full)",
                 self.dedup_evicted,
+            ),
+            "dedup_unavailable": (
+                "At-least-once messages left unanswered, or replies not kept, the store being unreachable",
+                self.dedup_unavailable,
             ),
         }
 

@@ -121,4 +121,5 @@ class RedisDedup(DedupStore):
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # Copies on other nodes get no answer until the key expires: their clients retry.
-            logger.warning("could not keep a reply in Redis: %s", task.exception())
+            self._stats.dedup_unavailable += 1
+            logger.debug("could not keep a reply in Redis: %s", task.exception())

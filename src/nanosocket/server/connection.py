@@ -431,8 +431,10 @@ class Connection:
             return
         error = claim.exception()
         if error is not None:
-            # The store is unreachable: no answer, so that the client sends the message again.
-            logger.warning("could not claim message id %s: %s", mid, error)
+            # The store is unreachable: no answer, so that the client sends the message again
+            # (counted; logged at debug level only: one line per message would flood the log).
+            self._host.adapter.stats.dedup_unavailable += 1
+            logger.debug("could not claim message id %s: %s", mid, error)
             return
         if claim.result():
             if self._state is _CONNECTED:
