@@ -721,7 +721,7 @@ class Outgoing {
     this.ack = ack;
     this.pending = pending;
     this.madeAt = Date.now();
-    this.size = binary ? payload.length : utf8Length(payload);
+    this._size = binary ? payload.length : null; // text: counted when it has to wait (size)
     this.mid = null;
     this.retries = 0;
     this.timeout = 0;
@@ -729,6 +729,11 @@ class Outgoing {
     this.copies = 0;
     this.timeouts = 0;
     this.timer = null;
+  }
+  /** Bytes of the payload (what maxQueueBytes counts). */
+  get size() {
+    if (this._size === null) this._size = utf8Length(this.payload);
+    return this._size;
   }
   /** A call whose caller stopped waiting (timed out), or that was answered or failed. */
   get abandoned() {
