@@ -25,7 +25,7 @@ from fault_proxy import AckDropper, FaultProxy
 from scripted_server import connect_answer, harness_page, scripted_server
 from test_browser_scenarios import serve_harness
 
-from nanosocket import NanoSocket, Socket, WebSocket
+from nanosocket import NanoSocket, RecoveryOptions, Socket, WebSocket
 
 GUARD = 10.0
 WAIT = {"timeout": GUARD * 1000}
@@ -253,10 +253,17 @@ def test_retries_must_be_a_count(chromium: BrowserLoop, pages: Pages) -> None:
 
 
 class OrderApp:
-    """A server whose ``order`` handler records each run; ``on_run(n)`` may cut the line."""
+    """A server whose ``order`` handler records each run, and emits ``news`` with its number to
+    the caller's socket; ``on_run(n)`` may cut the line."""
 
-    def __init__(self, on_run: Callable[[int], Awaitable[None] | None] = lambda n: None) -> None:
-        self.server = NanoSocket(port=0, host="127.0.0.1", idle_timeout=0.5, close_timeout=0.3)
+    def __init__(
+        self,
+        on_run: Callable[[int], Awaitable[None] | None] = lambda n: None,
+        recovery: RecoveryOptions | None = None,
+    ) -> None:
+        self.server = NanoSocket(
+            port=0, host="127.0.0.1", idle_timeout=0.5, close_timeout=0.3, recovery=recovery
+        )
         serve_harness(self.server)
         self.runs: list[int] = []
 
@@ -267,6 +274,7 @@ class OrderApp:
                 waited = on_run(n)
                 if waited is not None:
                     await waited
+                socket.emit("news", n)
                 return n * 10
 
             socket.on("order", order)
@@ -345,6 +353,43 @@ def test_a_call_lost_in_a_blackhole_goes_again_after_heartbeats(chromium: Browse
             results = await all_results(page, 4)
             assert results == {str(n): {"value": n * 10} for n in range(1, 5)}
             assert app.runs == [1, 2, 3, 4]
+
+    chromium.run(body())
+
+
+def test_calls_and_messages_across_cuts_in_a_row_with_recovery(chromium: BrowserLoop, pages: Pages) -> None:
+    """Recovery on, 30 calls placed at once, the line cut (reset) while the 6th, the 16th and the
+    26th handlers run, each handler emitting a message to its socket: every call commits once, in
+    order; every message arrives once, in order; the session (id) is recovered each time."""
+    proxy: FaultProxy | None = None
+
+    def on_run(n: int) -> None:
+        if n in (6, 16, 26) and app.runs.count(n) == 1:
+            assert proxy is not None
+            proxy.reset()  # this run's message and reply go to a dead line
+            asyncio.get_running_loop().call_later(0.2, proxy.restore)
+
+    app = OrderApp(on_run, RecoveryOptions())
+
+    async def body() -> None:
+        nonlocal proxy
+        async with through_proxy(pages, app, {"retries": 3, "ackTimeout": 5000}) as (page, proxy):
+            first_id = await page.evaluate(
+                """() => {
+                    window.news = [];
+                    window.connects = [];
+                    window.client.on("news", (n) => window.news.push(n));
+                    window.client.on("connect", () => window.connects.push([client.id, client.recovered]));
+                    return window.client.id;
+                }"""
+            )
+            await page.evaluate(place_all(30))
+            results = await all_results(page, 30)
+            assert results == {str(n): {"value": n * 10} for n in range(1, 31)}
+            assert app.runs == list(range(1, 31))
+            await page.wait_for_function("window.news.includes(30)", **WAIT)
+            assert await page.evaluate("window.news") == list(range(1, 31))
+            assert await page.evaluate("window.connects") == [[first_id, True]] * 3
 
     chromium.run(body())
 
