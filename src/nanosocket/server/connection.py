@@ -420,13 +420,17 @@ class Connection:
         if claimed is True:
             self._run_once(event, args, ack, mid)
         elif claimed is not False:
-            answered = partial(self._claim_answered, event, args, ack, mid)
-            asyncio.ensure_future(claimed).add_done_callback(answered)
+            # A round trip (a shared store): held with the handler tasks until it is answered
+            # (and cancelled with them when the server closes).
+            task = asyncio.ensure_future(claimed)
+            self._host._handler_tasks.add(task)
+            task.add_done_callback(partial(self._claim_answered, event, args, ack, mid))
 
     def _claim_answered(
         self, event: str, args: list[Any], ack: int, mid: str, claim: asyncio.Future[bool]
     ) -> None:
         """A claim that took a round trip (a shared store) is answered."""
+        self._host._handler_tasks.discard(claim)  # the Task of the claim
         if claim.cancelled():
             return
         error = claim.exception()
