@@ -63,6 +63,7 @@ def test_every_example_has_a_test_here() -> None:
         "acks.py",
         "raw_echo.py",
         "shared_handlers.py",
+        "at_least_once.py",
     }
     assert {path.name for path in EXAMPLES.glob("*.py")} == tested
     assert {path.name for path in EXAMPLES.glob("*/*.py")} == {"app.py"}
@@ -164,6 +165,7 @@ async def run_script(name: str, *args: str) -> tuple[str, str]:
         ("acks.py", "slow: AckTimeoutError no acknowledgement within 0.1 s"),
         ("raw_echo.py", "reply: b'\\x00\\x01\\x02'"),
         ("shared_handlers.py", "whoami: ada"),
+        ("at_least_once.py", "orders placed: ['tea', 'cake']"),
     ],
 )
 async def test_demo_scripts_run(name: str, expected: str) -> None:
@@ -265,6 +267,20 @@ async def test_shared_handlers_serve_every_socket_before_its_own(capsys: pytest.
         "whoami: ada",
     ]
     assert capsys.readouterr().out.splitlines() == ["server: echoed 'hello' to 127.0.0.1"] * 2
+
+
+# ----------------------------------------------------------------------- at_least_once.py
+
+
+async def test_at_least_once_places_each_order_once_though_copies_were_sent() -> None:
+    example = load("at_least_once.py")
+    orders: list[str] = []
+    async with example.create_app(orders, port=0, host="127.0.0.1") as server:
+        lines = await bounded(example.demo(f"ws://127.0.0.1:{server.port}"))
+        copies = server.adapter.stats.duplicates
+    assert lines == ["receipt 1 for tea", "receipt 2 for cake"]
+    assert orders == ["tea", "cake"]
+    assert copies >= 1  # the slow first order was sent again, and answered from the store
 
 
 # -------------------------------------------------------------------------------- acks.py
