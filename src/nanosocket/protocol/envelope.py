@@ -13,6 +13,7 @@ same structure. Original nano-socket clients also send ``"id"`` and ``"timestamp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -353,3 +354,17 @@ def encode_kept_ack(ack: int, error: bool, body: bytes, binary: bool) -> bytes:
         packed: bytes = _msgpack_packb(ack) + _msgpack_packb(key)
         return _MSGPACK_ACK_HEAD + packed + body
     return b'{"ack":%d,"%s":%s}' % (ack, key.encode(), body)
+
+
+# Checked once the module is complete (the twin reads its names on first use): a twin built
+# before message ids would drop them, and run handlers again for copies. The spec is used until
+# it is rebuilt.
+if (
+    decode_event is not py_decode_event
+    and type(decode_event('{"event":"e","data":[],"ack":0,"mid":"abcdefgh"}')) is tuple
+):
+    logging.getLogger("nanosocket").warning(
+        "the compiled decode_event is older than its spec: rebuild the speedups "
+        "(python setup.py build_ext --inplace); using the pure-Python version"
+    )
+    decode_event = py_decode_event
