@@ -158,7 +158,8 @@ class NanoSocket:
         self._handlers = HandlerRegistry()
         #: Handlers of client events shared by every socket (``socket_on``): event → handlers,
         #: each called as ``handler(socket, *args)``. Tuples are replaced, never changed, so a
-        #: dispatch in progress keeps its snapshot.
+        #: dispatch in progress keeps its snapshot; the dict itself is never replaced (every
+        #: connection holds it).
         self._socket_handlers: dict[str, tuple[Handler, ...]] = {}
         self._middleware: list[Middleware] = []
         self._routes = Router()

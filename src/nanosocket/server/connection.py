@@ -207,6 +207,7 @@ class Connection:
         "_pending",
         "_pid",
         "_session",
+        "_shared",
         "_state",
         "_time",
         "_v1",
@@ -218,6 +219,9 @@ class Connection:
         self.id = new_socket_id()
         self._host = host
         self._ws = ws
+        # The server's shared handler table (read on every event; this slot fills what would be
+        # padding: the object's size class is the same with or without it).
+        self._shared = host._socket_handlers
         # Kept for socket.handshake, compactly (one string, shared by connections whose requests
         # are alike, and the key): most apps never read it after the connect step.
         self._head, self._key = keep_request(request)
@@ -352,31 +356,35 @@ class Connection:
             return
         # Server-level handlers first (one lookup: most sockets have no registry of their own),
         # then the socket's own; only the first handler of an event answers its ack.
-        shared = self._host._socket_handlers.get(event)
+        table = self._shared
+        shared = table.get(event) if table else None
         own = self._handlers
-        if own is not None and (mine := own.get(event)) is not None:
-            if shared is not None:
-                self._run_handlers(shared, (self, *args), ack)
-                ack = None
-            self._run_handlers(mine, args, ack)
+        handlers = own.get(event) if own is not None else None
+        arguments: list[Any] | tuple[Any, ...] = args
+        if handlers is None:
+            if shared is None:
+                if ack is not None:
+                    self._send_ack_error(ack, f"no handler for event {event!r}")
+                return
+            handlers, arguments = shared, (self, *args)
         elif shared is not None:
-            # The common case, inline: handlers every socket shares, none of its own.
-            with_socket = (self, *args)
-            for handler in shared:
-                try:
-                    result = invoke(handler, with_socket)
-                except Exception as exc:
-                    self._handler_failed(exc, ack)
-                    ack = None
-                    continue
-                if type(result) is Suspended:
-                    self._host._handler_tasks.add(result.task)
-                    result.task.add_done_callback(partial(self._handler_finished, ack))
-                elif ack is not None:
-                    self._send_ack(ack, result)
+            # Both kinds: the shared handlers run (and answer the ack) first.
+            self._run_handlers(shared, (self, *args), ack)
+            ack = None
+        # _run_handlers(handlers, arguments, ack), inline: this runs for every event.
+        for handler in handlers:
+            try:
+                result = invoke(handler, arguments)
+            except Exception as exc:
+                self._handler_failed(exc, ack)
                 ack = None
-        elif ack is not None:
-            self._send_ack_error(ack, f"no handler for event {event!r}")
+                continue
+            if type(result) is Suspended:
+                self._host._handler_tasks.add(result.task)
+                result.task.add_done_callback(partial(self._handler_finished, ack))
+            elif ack is not None:
+                self._send_ack(ack, result)
+            ack = None
 
     def _run_handlers(
         self, handlers: tuple[Handler, ...], args: list[Any] | tuple[Any, ...], ack: int | None
@@ -450,7 +458,7 @@ class Connection:
         """``_dispatch``'s loop for a claimed message: the first handler's outcome is settled
         under ``mid`` (and answers the ack); the others just run."""
         # Server-level handlers first, then the socket's own (as _dispatch does).
-        shared = self._host._socket_handlers.get(event)
+        shared = self._shared.get(event)
         own = self._handlers.get(event) if self._handlers is not None else None
         calls: list[tuple[Handler, list[Any] | tuple[Any, ...]]] = [
             *((handler, (self, *args)) for handler in shared or ()),
