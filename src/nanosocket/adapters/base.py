@@ -106,6 +106,9 @@ class Session:
     #: Its room changes since the session began (None: none), so that a message is replayed
     #: only when the socket was in the message's rooms when it was sent.
     history: RoomHistory | None = None
+    #: When a shared store drops it (``time.monotonic()``; None: ``max_disconnection`` after
+    #: ``time``), so that a session put back keeps its age.
+    expires: float | None = None
 
 
 class _NoReply:
@@ -144,6 +147,20 @@ class Node(Protocol):
     def server_side_event(self, event: str, args: list[Any]) -> Awaitable[Any]:
         """Run the server's handlers of a server-side event another node emitted; resolves to the
         first handler's return value, NO_REPLY when there is no handler, or raises its error."""
+        ...
+
+    def session(self, member: Member) -> Session | None:
+        """A connected local socket's session as it stands (recovery on), None without one."""
+        ...
+
+    def session_taken(self, pid: str) -> None:
+        """Another node recovered the session ``pid``: end this node's connection that still
+        holds it (its client came back elsewhere before this node saw the loss)."""
+        ...
+
+    def reset_session(self, member: Member) -> None:
+        """A local socket's log positions are no longer good (the log was lost or overrun): close
+        it (1013) without keeping its session, so that its client comes back afresh."""
         ...
 
 
@@ -403,9 +420,11 @@ class Adapter(ABC):
         once, when ``recovery`` is on). An adapter that cannot raises ConfigurationError."""
         raise ConfigurationError(f"{type(self).__name__} does not support connection-state recovery")
 
-    def log_message(self, payload: bytes, binary: bool, target: BroadcastTarget) -> bytes:
+    def log_message(self, payload: bytes, binary: bool, target: BroadcastTarget) -> bytes | None:
         """Give an encoded envelope the next offset of the log and keep it; return the envelope
-        with its offset (``"o"``). Only called when recovery is on; ``broadcast`` does it itself."""
+        with its offset (``"o"``), for the caller to write; or None when the adapter delivers
+        it itself, through a log shared by the nodes. Only called when recovery is on;
+        ``broadcast`` does it itself."""
         raise NotImplementedError
 
     def recovery_position(self) -> tuple[str, int]:
@@ -426,14 +445,18 @@ class Adapter(ABC):
         """Keep the session of a socket lost unexpectedly (for ``max_disconnection`` seconds)."""
         raise NotImplementedError
 
-    def take_session(self, pid: object, epoch: object, offset: object) -> Session | None:
+    async def take_session(self, pid: object, epoch: object, offset: object) -> Session | None:
         """Remove and return the session ``pid`` when it can be recovered: not expired, same
-        epoch, and the log still covers every offset after ``offset``; else None."""
+        epoch, and the log still covers every offset after ``offset``; else None. The pid is
+        spent either way. (A coroutine for shared stores; the MemoryAdapter's never suspends.)"""
         raise NotImplementedError
 
-    def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
+    async def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
         """The logged envelopes after ``offset`` addressed to the session's socket (its rooms,
-        minus exceptions, or its id), in order; None when the log no longer covers them."""
+        minus exceptions, or its id), in order; None when the log no longer covers them.
+
+        The caller registers the socket in the same step as this coroutine returns (no await in
+        between): the envelopes are exactly those before what the node delivers next."""
         raise NotImplementedError
 
     @abstractmethod

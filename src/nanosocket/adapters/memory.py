@@ -167,10 +167,10 @@ class MemoryAdapter(Adapter):
     def save_session(self, session: Session) -> None:
         self._recovery_log().save(session)
 
-    def take_session(self, pid: object, epoch: object, offset: object) -> Session | None:
+    async def take_session(self, pid: object, epoch: object, offset: object) -> Session | None:
         return self._recovery_log().take(pid, epoch, offset)
 
-    def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
+    async def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
         return self._recovery_log().replay(session, offset)
 
     def add_sockets(self, target: BroadcastTarget, rooms: frozenset[str]) -> None:

@@ -4,8 +4,9 @@ Connection-state recovery (docs/guarantees.md) on one process: every logged enve
 offset of this log (an integer, from 1) and keeps its target; an epoch (random, per log) tells a
 client whose offsets came from another log. Bounded by count (``max_messages``) and age
 (``max_disconnection``); sessions by count (``max_sessions``) and age (``max_disconnection``).
-Synchronous and without I/O: the MemoryAdapter owns one; a cluster adapter would keep the same
-shape in a shared store.
+Synchronous and without I/O: the MemoryAdapter owns one; the RedisAdapter keeps the same shape in
+Redis (adapters/redis_log.py) and shares the pure parts here: the entries, the selection of what
+to replay, the room-change records, and the msgpack form of a session.
 
 A message is replayed to a socket when the socket was among its recipients when it was sent: its
 room changes since its session began are kept as (offset at the change, room, joined) in a
@@ -18,10 +19,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from collections.abc import Set as AbstractSet
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import msgpack
 
@@ -29,7 +30,18 @@ from ..options import RecoveryOptions
 from ..rooms import RoomIndex
 from .base import BroadcastTarget, Session
 
-__all__ = ["RecoveryLog", "RoomHistory", "TrackedRooms", "with_offset"]
+__all__ = [
+    "LogEntry",
+    "RecoveryLog",
+    "RoomHistory",
+    "SessionRecord",
+    "TrackedRooms",
+    "decode_session",
+    "encode_session",
+    "record_change",
+    "select_replay",
+    "with_offset",
+]
 
 M = TypeVar("M", bound=Hashable)
 
@@ -46,7 +58,9 @@ def with_offset(payload: bytes, binary: bool, offset: int) -> bytes:
     return packed
 
 
-class _Entry:
+class LogEntry:
+    """One logged message: its offset, when it was logged, its target and its envelope."""
+
     __slots__ = ("binary", "offset", "payload", "target", "time")
 
     def __init__(
@@ -89,16 +103,38 @@ class RoomHistory:
         return self.dropped <= offset
 
 
+class ChangeRecorder(Protocol):
+    """Where TrackedRooms records room changes: a log that knows its current offset."""
+
+    def record(self, history: RoomHistory, room: str, joined: bool) -> None: ...
+
+
+def record_change(history: RoomHistory, offset: int, first: int, cap: int, room: str, joined: bool) -> None:
+    """Record in ``history`` that its socket joined or left ``room`` after the message of
+    ``offset``; changes before ``first`` (the oldest offset a replay may still need) are let go,
+    and at most ``cap`` are kept."""
+    changes = history.changes
+    # A change at an offset below the oldest kept message matters to no possible replay
+    # (a client's offset is at least the oldest's minus one).
+    while changes and changes[0][0] < first:
+        history.dropped = max(history.dropped, changes.popleft()[0])
+    if len(changes) >= cap:
+        history.dropped = changes.popleft()[0]
+    changes.append((offset, room, joined))
+
+
 class TrackedRooms(RoomIndex[M]):
     """The room index of an adapter with recovery on: the room changes of the members it tracks
-    (accepted sockets) go to their RoomHistory, with the log's offset at the change."""
+    (accepted sockets) go to their RoomHistory, with the log's offset at the change;
+    ``on_change`` (when given) hears which member changed."""
 
-    __slots__ = ("_histories", "_log")
+    __slots__ = ("_histories", "_log", "_on_change")
 
-    def __init__(self, log: RecoveryLog) -> None:
+    def __init__(self, log: ChangeRecorder, on_change: Callable[[M], None] | None = None) -> None:
         super().__init__()
         self._log = log
         self._histories: dict[M, RoomHistory] = {}
+        self._on_change = on_change
 
     def track(self, member: M, history: RoomHistory) -> None:
         """Record ``member``'s room changes from now on in ``history``."""
@@ -107,12 +143,21 @@ class TrackedRooms(RoomIndex[M]):
     def history(self, member: M) -> RoomHistory | None:
         return self._histories.get(member)
 
+    def tracked(self) -> list[M]:
+        """The members whose changes are recorded."""
+        return list(self._histories)
+
+    def _record(self, member: M, history: RoomHistory, room: str, joined: bool) -> None:
+        self._log.record(history, room, joined)
+        if self._on_change is not None:
+            self._on_change(member)
+
     def add(self, member: M, rooms: Iterable[str]) -> None:
         history = self._histories.get(member)
         if history is not None:
             rooms = [room for room in rooms if not self.in_room(member, room)]
             for room in rooms:
-                self._log.record(history, room, True)
+                self._record(member, history, room, True)
         super().add(member, rooms)
 
     def remove(self, member: M, room: str) -> bool:
@@ -120,7 +165,7 @@ class TrackedRooms(RoomIndex[M]):
         if removed:
             history = self._histories.get(member)
             if history is not None:
-                self._log.record(history, room, False)
+                self._record(member, history, room, False)
         return removed
 
     def remove_member(self, member: M) -> set[str]:
@@ -134,8 +179,117 @@ class TrackedRooms(RoomIndex[M]):
         for member in members:
             history = histories.get(member)
             if history is not None:
-                self._log.record(history, room, False)
+                self._record(member, history, room, False)
         return members
+
+
+def select_replay(
+    session: Session, offset: int, entries: Iterable[LogEntry]
+) -> list[tuple[bytes, bool]] | None:
+    """Of ``entries`` (every logged message after ``offset``, in order), the envelopes addressed
+    to the session's socket: it was a recipient when each was sent (its rooms at the loss, with
+    its room changes since ``offset`` undone). None when its changes after ``offset`` are no
+    longer all known."""
+    history = session.history
+    later: list[tuple[int, str, bool]] = []
+    if history is not None:
+        if not history.covers(offset):
+            return None
+        later = [change for change in history.changes if change[0] > offset]
+    # Its rooms for the first message after ``offset``: its rooms at the loss, with the
+    # changes made since undone, newest first.
+    rooms = set(session.rooms)
+    for _, room, joined in reversed(later):
+        if joined:
+            rooms.discard(room)
+        else:
+            rooms.add(room)
+    socket_id = session.socket_id
+    replayed: list[tuple[bytes, bool]] = []
+    pending, count = 0, len(later)
+    for entry in entries:
+        # A change at offset n was made after message n: it applies from message n + 1 on.
+        while pending < count and later[pending][0] < entry.offset:
+            _, room, joined = later[pending]
+            if joined:
+                rooms.add(room)
+            else:
+                rooms.discard(room)
+            pending += 1
+        if _addressed_to(entry.target, socket_id, rooms):
+            replayed.append((entry.payload, entry.binary))
+    return replayed
+
+
+class SessionRecord(NamedTuple):
+    """A session as a shared store keeps it: the session, the epoch of the log its offsets are
+    from, and whether its connection was seen lost (False: still live when written)."""
+
+    session: Session
+    epoch: str
+    lost: bool
+
+
+def encode_session(session: Session, epoch: str, lost: bool) -> bytes:
+    """The msgpack form of a session (never pickle). ``socket.data`` must be msgpack-able as it
+    is (None, bool, int, float, str, bytes, lists, tuples, dicts): TypeError (or ValueError)
+    otherwise, naming what is not."""
+    history = session.history
+    changes = [list(change) for change in history.changes] if history is not None else []
+    record = [
+        1,
+        session.socket_id,
+        sorted(session.rooms),
+        changes,
+        history.dropped if history is not None else 0,
+        session.data,
+        epoch,
+        lost,
+    ]
+    try:
+        packed: bytes = msgpack.packb(record, use_bin_type=True, datetime=False)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"socket.data cannot be encoded with msgpack: {exc}") from None
+    return packed
+
+
+def decode_session(pid: str, data: bytes, now: float) -> SessionRecord:
+    """The session ``encode_session`` wrote; ValueError for anything else."""
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_no_ext)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ValueError(f"not a session ({type(exc).__name__})") from None
+    if type(value) is not list or len(value) != 8 or value[0] != 1:
+        raise ValueError("not a session record of this version")
+    _, socket_id, rooms, changes, dropped, session_data, epoch, lost = value
+    if (
+        type(socket_id) is not str
+        or type(rooms) is not list
+        or not all(type(room) is str for room in rooms)
+        or type(changes) is not list
+        or type(dropped) is not int
+        or not (session_data is None or type(session_data) is dict)
+        or type(epoch) is not str
+        or type(lost) is not bool
+    ):
+        raise ValueError("a session record with a field of the wrong type")
+    history = RoomHistory()
+    for change in changes:
+        if (
+            type(change) is not list
+            or len(change) != 3
+            or type(change[0]) is not int
+            or type(change[1]) is not str
+            or type(change[2]) is not bool
+        ):
+            raise ValueError("a session record with a malformed room change")
+        history.changes.append((change[0], change[1], change[2]))
+    history.dropped = dropped
+    return SessionRecord(Session(pid, socket_id, frozenset(rooms), session_data, now, history), epoch, lost)
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code}")
 
 
 class RecoveryLog:
@@ -148,7 +302,7 @@ class RecoveryLog:
         #: Random per log: offsets of another log (another process, a restart) are not ours.
         self.epoch = secrets.token_urlsafe(9)
         self._offset = 0
-        self._entries: deque[_Entry] = deque()
+        self._entries: deque[LogEntry] = deque()
         # pid -> session, oldest loss first (insertion order).
         self._sessions: dict[str, Session] = {}
 
@@ -172,7 +326,7 @@ class RecoveryLog:
         payload = with_offset(payload, binary, offset)
         now = time.monotonic()
         entries = self._entries
-        entries.append(_Entry(offset, now, target, payload, binary))
+        entries.append(LogEntry(offset, now, target, payload, binary))
         self._prune(now)
         return payload
 
@@ -198,51 +352,16 @@ class RecoveryLog:
 
     def record(self, history: RoomHistory, room: str, joined: bool) -> None:
         """A tracked socket joined or left ``room`` now (after the message of the current offset)."""
-        changes = history.changes
-        # A change at an offset below the oldest kept message matters to no possible replay
-        # (a client's offset is at least the oldest's minus one).
         first = self._offset - len(self._entries) + 1
-        while changes and changes[0][0] < first:
-            history.dropped = max(history.dropped, changes.popleft()[0])
-        if len(changes) >= self._options.max_room_changes:
-            history.dropped = changes.popleft()[0]
-        changes.append((self._offset, room, joined))
+        record_change(history, self._offset, first, self._options.max_room_changes, room, joined)
 
     def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
         self._prune(time.monotonic())
         if not self.covers(offset):
             return None
-        history = session.history
-        later: list[tuple[int, str, bool]] = []
-        if history is not None:
-            if not history.covers(offset):
-                return None
-            later = [change for change in history.changes if change[0] > offset]
-        # Its rooms for the first message after ``offset``: its rooms at the loss, with the
-        # changes made since undone, newest first.
-        rooms = set(session.rooms)
-        for _, room, joined in reversed(later):
-            if joined:
-                rooms.discard(room)
-            else:
-                rooms.add(room)
         entries = self._entries
         start = len(entries) - (self._offset - offset)
-        socket_id = session.socket_id
-        replayed: list[tuple[bytes, bool]] = []
-        pending, count = 0, len(later)
-        for entry in islice(entries, start, None):
-            # A change at offset n was made after message n: it applies from message n + 1 on.
-            while pending < count and later[pending][0] < entry.offset:
-                _, room, joined = later[pending]
-                if joined:
-                    rooms.add(room)
-                else:
-                    rooms.discard(room)
-                pending += 1
-            if _addressed_to(entry.target, socket_id, rooms):
-                replayed.append((entry.payload, entry.binary))
-        return replayed
+        return select_replay(session, offset, islice(entries, start, None))
 
     # ---------------------------------------------------------------- sessions
 

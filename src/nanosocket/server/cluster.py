@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
-from ..adapters.base import Adapter, BroadcastTarget, Member, SocketInfo
+from ..adapters.base import Adapter, BroadcastTarget, Member, Session, SocketInfo
 from ..protocol.envelope import check_emit_name, encode_event
 from ..protocol.handshake import Headers
 from ..rooms import room_set
@@ -61,6 +61,17 @@ class ClusterNode:
 
     async def server_side_event(self, event: str, args: list[Any]) -> Any:
         return await self._server._server_side_event(event, args)
+
+    def session(self, member: Member) -> Session | None:
+        return cast("Socket", member)._current_session()
+
+    def session_taken(self, pid: str) -> None:
+        socket = self._server._live_sessions.get(pid)
+        if socket is not None:
+            socket._taken_over()
+
+    def reset_session(self, member: Member) -> None:
+        cast("Socket", member)._reset_session()
 
 
 class RemoteHandshake:

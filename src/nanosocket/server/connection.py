@@ -18,7 +18,7 @@ from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..adapters.base import Adapter, DedupStore, Reply, Session
-from ..dispatch import AckTable, Handler, HandlerRegistry, Suspended, fitting_args, invoke
+from ..dispatch import AckTable, Handler, HandlerRegistry, Suspended, fitting_args, invoke, run_eagerly
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
 from ..protocol.deflate import OutgoingMessage, PerMessageDeflate
@@ -84,6 +84,7 @@ class SocketState(IntEnum):
 # Enum members as module constants: an attribute of an Enum class costs a metaclass lookup.
 _CONNECTED: Final = SocketState.CONNECTED
 _DROPPED: Final = SendStatus.DROPPED
+_SUCCESS: Final = SendStatus.SUCCESS
 
 
 class ConnectionHost(Protocol):
@@ -206,6 +207,7 @@ class Connection:
         "_key",
         "_pending",
         "_pid",
+        "_restoring",
         "_session",
         "_shared",
         "_state",
@@ -247,6 +249,9 @@ class Connection:
         # recovery is off), and the session it recovered with its offset.
         self._pid: str | None = None
         self._session: tuple[Session, int] | None = None
+        # The adapter's work of taking back or replaying a session in a shared store (not
+        # cancelled when the connection ends: a session it took is put back).
+        self._restoring: asyncio.Task[Any] | None = None
         limits = _rate_limits(host.options)
         self._buckets = TokenBuckets(limits) if limits is not None else None
         ws.on_message = self._receive if limits is None else self._receive_limited
@@ -577,7 +582,11 @@ class Connection:
             auth = args[0] if args else None
             self._auth = auth if auth is not None else NO_AUTH
             if len(args) > 1 and self._host.options.recovery is not None:
-                self._restore(args[1])
+                # It admits the socket once the adapter has answered (at once for a local log).
+                outcome = run_eagerly(self._restore(args[1]))
+                if isinstance(outcome, asyncio.Task):
+                    self._restoring = outcome
+                return
             self._admission = self._host._admit(self._as_socket())
             return
         pending = self._pending
@@ -593,13 +602,22 @@ class Connection:
         self._admission = None
         if self._state is not SocketState.CONNECTING or not self._ws.open:
             return
+        host = self._host
+        if host.options.recovery is not None and self._v1 and self._session is not None:
+            outcome = run_eagerly(self._recover(*self._session))
+            if isinstance(outcome, asyncio.Task):
+                self._restoring = outcome
+            return
+        self._connected(None)
+
+    def _connected(self, missed: list[tuple[bytes, bool]] | None) -> None:
+        """Connect the accepted socket (with the messages it missed when it recovered a session)."""
         self._end_connect_step()
         self._codec = self._ws.compression
         self._state = SocketState.CONNECTED
         host = self._host
         if host.options.recovery is not None and self._v1:
-            if not self._resume():
-                return
+            self._resume(missed)
         else:
             host.adapter.register(self._as_socket())
             if self._v1:
@@ -631,23 +649,51 @@ class Connection:
 
     # ------------------------------------------------- connection-state recovery
 
-    def _restore(self, request: object) -> None:
+    async def _restore(self, request: object) -> None:
         """The client asks to recover a session (``$connect``'s second argument): when the
         adapter still has it, take back its id and data (rooms and missed messages follow at
-        acceptance). Anything malformed or unknown is a fresh start, never an error."""
-        if type(request) is not dict:
-            return
-        pid, session_offset = request.get("pid"), request.get("offset")
+        acceptance), then run the middleware chain. Anything malformed or unknown is a fresh
+        start, never an error."""
         host = self._host
-        if type(pid) is str and (old := host._live_sessions.get(pid)) is not None:
-            old._taken_over()
-        session = host.adapter.take_session(pid, request.get("epoch"), session_offset)
-        if session is None:
+        session: Session | None = None
+        session_offset: object = None
+        if type(request) is dict:
+            pid, session_offset = request.get("pid"), request.get("offset")
+            if type(pid) is str and (old := host._live_sessions.get(pid)) is not None:
+                old._taken_over()
+            try:
+                session = await host.adapter.take_session(pid, request.get("epoch"), session_offset)
+            except Exception:
+                logger.exception("could not take a session back: the client starts afresh")
+        self._restoring = None
+        if self._state is not SocketState.CONNECTING or not self._ws.open:
+            if session is not None:
+                host.adapter.save_session(session)  # gone meanwhile: it waits for a later attempt
             return
-        assert type(session_offset) is int
-        self.id = session.socket_id
-        self._data = session.data
-        self._session = (session, session_offset)
+        if session is not None:
+            assert type(session_offset) is int
+            self.id = session.socket_id
+            self._data = session.data
+            self._session = (session, session_offset)
+        self._admission = host._admit(self._as_socket())
+
+    async def _recover(self, session: Session, offset: int) -> None:
+        """Accept a socket that recovers ``session``: replay what it missed after ``offset`` and
+        connect it in the same step as the adapter answers (nothing is delivered in between)."""
+        try:
+            missed = await self._host.adapter.replay(session, offset)
+        except Exception:
+            logger.exception("could not replay a session: the client starts afresh")
+            missed = None
+        self._restoring = None
+        if self._state is not SocketState.CONNECTING or not self._ws.open:
+            return  # lost meanwhile: _closed kept the session for a later attempt
+        if missed is None:
+            self._end_connect_step()
+            self._session = None
+            self._ws.close(1013, "recovery no longer possible")
+            return
+        self._connected(missed)
 
     def _taken_over(self) -> None:
         """This connection's client is back on a new one (it found this one dead before the
@@ -657,21 +703,11 @@ class Connection:
         if self._state is not SocketState.DISCONNECTED:
             self._closed(1006, "")
 
-    def _resume(self) -> bool:
+    def _resume(self, missed: list[tuple[bytes, bool]] | None) -> None:
         """Accept with recovery on, in one synchronous step: register (with the session's rooms
         when recovering), answer ``$connect`` (pid, epoch, offset, recovered) and write the missed
-        messages, so that nothing falls in between. False when the log lost the gap meanwhile
-        (the connection is then closed with 1013 and the client starts afresh next time)."""
+        messages, so that nothing falls in between."""
         adapter = self._host.adapter
-        missed: list[tuple[bytes, bool]] | None = None
-        restored = self._session
-        if restored is not None:
-            missed = adapter.replay(*restored)
-            if missed is None:
-                self._session = None
-                self._state = SocketState.CONNECTING
-                self._ws.close(1013, "recovery no longer possible")
-                return False
         socket = self._as_socket()
         if adapter.get(self.id) is not None:
             # The id is live again (a recovered socket that the server has not seen lost yet):
@@ -681,9 +717,9 @@ class Connection:
         adapter.register(socket)
         if self._session is not None:
             adapter.join(socket, self._session[0].rooms)
-        adapter.track_rooms(socket, self._session[0] if self._session is not None else None)
         self._pid = pid = secrets.token_urlsafe(18)  # the private session id: 144 random bits
         self._host._live_sessions[pid] = socket
+        adapter.track_rooms(socket, self._session[0] if self._session is not None else None)
         epoch, offset = adapter.recovery_position()
         answer = {
             "id": self.id,
@@ -697,7 +733,30 @@ class Connection:
         if missed:
             for payload, binary in missed:
                 self._write_message(payload, binary)
-        return True
+
+    def _current_session(self) -> Session | None:
+        """This socket's session as it stands (recovery on and accepted), else None."""
+        pid = self._pid
+        if pid is None:
+            return None
+        adapter = self._host.adapter
+        socket = self._as_socket()
+        return Session(
+            pid,
+            self.id,
+            frozenset(adapter.rooms_of(socket)),
+            self._data,
+            _monotonic(),
+            adapter.room_history(socket),
+        )
+
+    def _reset_session(self) -> None:
+        """The log positions this socket's client holds are no longer good: close it (1013)
+        without keeping a session; the client comes back afresh."""
+        if self._state is SocketState.DISCONNECTED:
+            return
+        self._disconnect_reason = "recovery reset"
+        self._ws.close(1013, "recovery log reset")
 
     # ------------------------------------------------------------ frames out
 
@@ -838,16 +897,9 @@ class Connection:
             if live.get(pid) is self:
                 del live[pid]
         if pid is not None and why in RECOVERABLE:
-            host.adapter.save_session(
-                Session(
-                    pid,
-                    self.id,
-                    frozenset(host.adapter.rooms_of(self._as_socket())),
-                    self._data,
-                    _monotonic(),
-                    host.adapter.room_history(self._as_socket()),
-                )
-            )
+            session = self._current_session()
+            assert session is not None
+            host.adapter.save_session(session)
         host.adapter.unregister(self._as_socket())
         self._emit_local("disconnect", why)
         host._socket_disconnected(self._as_socket(), why)

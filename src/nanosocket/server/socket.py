@@ -13,7 +13,7 @@ from ..protocol.envelope import check_emit_name, encode_emit, encode_event, even
 from ..protocol.handshake import Headers, kept_headers, kept_target, target_query
 from ..transport import SendStatus
 from .broadcast import BroadcastOperator, room_set
-from .connection import _CONNECTED, _DROPPED, NO_AUTH, SOCKET_LOCAL_EVENTS, Connection, SocketState
+from .connection import _CONNECTED, _DROPPED, _SUCCESS, NO_AUTH, SOCKET_LOCAL_EVENTS, Connection, SocketState
 
 __all__ = ["Handshake", "Socket"]
 
@@ -135,10 +135,15 @@ class Socket(Connection):
     def _emit_logged(self, event: str, args: tuple[Any, ...]) -> SendStatus:
         """``emit`` with recovery on: the message takes its offset in the log (so a client that
         misses it gets it when it recovers), then goes to the connected socket of this id: this
-        one, or the one that recovered its session."""
+        one, or the one that recovered its session. With a log shared by the nodes, the adapter
+        delivers it (SUCCESS: queued for the log)."""
         payload, binary = encode_emit(event, args)
         adapter = self._host.adapter
-        payload = adapter.log_message(payload, binary, BroadcastTarget(rooms=frozenset((self.id,))))
+        logged = adapter.log_message(payload, binary, BroadcastTarget(rooms=frozenset((self.id,))))
+        if logged is None:
+            # A shared log delivers it, on whichever node holds this id when it is read.
+            return _SUCCESS
+        payload = logged
         if self._state is _CONNECTED:
             return self._write_message(payload, binary)
         member = adapter.get(self.id)
