@@ -17,7 +17,9 @@
     ├── ConnectError                         the server refused the connection (middleware)
     ├── AckTimeoutError (TimeoutError)       no acknowledgement within the timeout
     │   └── DeliveryTimeoutError             an at-least-once emit: no reply to any of its copies
-    └── AckError                             the remote handler answered an ack with an error
+    ├── AckError                             the remote handler answered an ack with an error
+    └── LogUnavailable                       a recovery log shared by the nodes cannot take a
+                                             message now (the message was sent to no one)
 
 Errors from the peer carry the WebSocket close code the connection was (or will be) closed with.
 Foreign errors (OSError, httptools errors, JSON errors) are mapped at the boundary and chained.
@@ -40,6 +42,7 @@ __all__ = [
     "HandshakeRejected",
     "InvalidHandshake",
     "InvalidPayload",
+    "LogUnavailable",
     "MessageDropped",
     "NanoSocketError",
     "PayloadTooBig",
@@ -175,3 +178,9 @@ class AckError(NanoSocketError):
     def __init__(self, message: str, data: Any = None) -> None:
         super().__init__(message)
         self.data = data
+
+
+class LogUnavailable(NanoSocketError):
+    """A logged emit (connection-state recovery on a RedisAdapter) could not be queued for the
+    shared log: Redis has been unreachable so long that the queue is full. The message was sent
+    to no one (never a silent gap: the sender learns it here)."""

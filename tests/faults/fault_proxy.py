@@ -7,7 +7,8 @@ Modes:
   connections are refused (accepted, then aborted) until ``restore()``;
 * ``blackhole()``: nothing is forwarded any more and no side is closed, as when a network path
   fails silently: only heartbeats detect it. Connections opened during the cut are held the same
-  way. Connections blackholed stay so until an end closes them; ``restore()`` lets new ones pass.
+  way. Connections blackholed stay so until an end closes them; ``restore()`` lets new ones pass;
+* ``redirect(port)``: new connections go to another upstream (another node of a cluster).
 
 A frame filter (``drop_frames(predicate)``) reads what the server sends as WebSocket frames (after
 its HTTP head; unmasked, RFC 6455) and swallows those the predicate picks: ``AckDropper`` picks
@@ -216,6 +217,11 @@ class FaultProxy:
         """Swallow the server frames ``predicate(opcode, payload)`` picks on the connections made
         from now on, and on those made under an earlier filter (None: stop)."""
         self.frame_filter = predicate
+
+    def redirect(self, port: int) -> None:
+        """Send new connections to another upstream port (open ones stay where they are): a
+        client that reconnects lands on another server, as behind a load balancer."""
+        self.upstream_port = port
 
     # -------------------------------------------------------------- forwarding
 

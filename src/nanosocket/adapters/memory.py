@@ -140,7 +140,7 @@ class MemoryAdapter(Adapter):
             raise RuntimeError("recovery is not enabled on this adapter")
         return log
 
-    def log_message(self, payload: bytes, binary: bool, target: BroadcastTarget) -> bytes:
+    def log_message(self, payload: bytes, binary: bool, target: BroadcastTarget) -> bytes | None:
         return self._recovery_log().append(payload, binary, target)
 
     def recovery_position(self) -> tuple[str, int]:

@@ -58,6 +58,7 @@ class MessageType(IntEnum):
     DISCONNECT_SOCKETS = 13  #: target, close
     DELETE_ROOM = 14  #: room
     SERVER_SIDE_EMIT = 15  #: request id or None (None: no reply wanted), event, args
+    SESSION_TAKEN = 16  #: pid: a node recovered this session; the node still holding it ends it
     # Requests
     FETCH_SOCKETS = 20  #: request id, target
     FETCH_ROOM_NAMES = 21  #: request id
@@ -177,6 +178,7 @@ SCHEMAS: Final[dict[MessageType, tuple[Callable[[Any], Any], ...]]] = {
     MessageType.DISCONNECT_SOCKETS: (_target, _bool),
     MessageType.DELETE_ROOM: (_room,),
     MessageType.SERVER_SIDE_EMIT: (_optional_request, _room, _args),
+    MessageType.SESSION_TAKEN: (_room,),
     MessageType.FETCH_SOCKETS: (_uint, _target),
     MessageType.FETCH_ROOM_NAMES: (_uint,),
     MessageType.FETCH_ROOM_SIZE: (_uint, _room),

@@ -109,10 +109,10 @@ class ChangeRecorder(Protocol):
     def record(self, history: RoomHistory, room: str, joined: bool) -> None: ...
 
 
-def record_change(history: RoomHistory, offset: int, first: int, cap: int, room: str, joined: bool) -> None:
-    """Record in ``history`` that its socket joined or left ``room`` after the message of
-    ``offset``; changes before ``first`` (the oldest offset a replay may still need) are let go,
-    and at most ``cap`` are kept."""
+def record_change(history: RoomHistory, change: tuple[int, str, bool], first: int, cap: int) -> None:
+    """Record in ``history`` a change (the offset of the last message before it, the room,
+    joined or left); changes before ``first`` (the oldest offset a replay may still need) are
+    let go, and at most ``cap`` are kept."""
     changes = history.changes
     # A change at an offset below the oldest kept message matters to no possible replay
     # (a client's offset is at least the oldest's minus one).
@@ -120,7 +120,7 @@ def record_change(history: RoomHistory, offset: int, first: int, cap: int, room:
         history.dropped = max(history.dropped, changes.popleft()[0])
     if len(changes) >= cap:
         history.dropped = changes.popleft()[0]
-    changes.append((offset, room, joined))
+    changes.append(change)
 
 
 class TrackedRooms(RoomIndex[M]):
@@ -353,7 +353,7 @@ class RecoveryLog:
     def record(self, history: RoomHistory, room: str, joined: bool) -> None:
         """A tracked socket joined or left ``room`` now (after the message of the current offset)."""
         first = self._offset - len(self._entries) + 1
-        record_change(history, self._offset, first, self._options.max_room_changes, room, joined)
+        record_change(history, (self._offset, room, joined), first, self._options.max_room_changes)
 
     def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
         self._prune(time.monotonic())

@@ -46,7 +46,7 @@ from ..errors import AckError, ConfigurationError
 from ..options import RecoveryOptions, ServerOptions
 from ..protocol.deflate import prepare_message
 from ..protocol.frames import BINARY, TEXT
-from .base import AckResults, BroadcastTarget, DedupStore, Member
+from .base import AckResults, BroadcastTarget, DedupStore, Member, Session
 from .memory import AckCollector, MemoryAdapter
 from .messages import (
     BadMessage,
@@ -57,7 +57,9 @@ from .messages import (
     encode_socket_info,
     encode_target,
 )
+from .recovery import RoomHistory, TrackedRooms, with_offset
 from .redis_dedup import RedisDedup
+from .redis_log import StreamLog
 
 __all__ = ["RedisAdapter", "supports_sharded_pubsub"]
 
@@ -211,6 +213,8 @@ class RedisAdapter(MemoryAdapter):
         self._room_prefix = f"{prefix}#room#"
         #: Messages received on room channels (sharded mode).
         self.room_messages_received = 0
+        #: The shared recovery log (None while recovery is off).
+        self._stream_log: StreamLog | None = None
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -311,6 +315,8 @@ class RedisAdapter(MemoryAdapter):
                 self.request_timeout,
                 self._subscriber_error,
             )
+        if self._stream_log is not None:
+            await self._stream_log.start(self.url, options)
 
     def closing(self) -> None:
         """The server is closing its clients (close() follows): a deaf subscription is no
@@ -333,6 +339,8 @@ class RedisAdapter(MemoryAdapter):
             if isinstance(request, _Request):
                 request.finish()
         tasks = [*self._tasks, *self._background]
+        if self._stream_log is not None:
+            tasks.extend(await self._stream_log.stop())
         if self._rooms_sync is not None:
             tasks.append(self._rooms_sync)
         for task in tasks:
@@ -350,6 +358,8 @@ class RedisAdapter(MemoryAdapter):
                 except Exception:  # closing anyway: nothing more to do with a broken connection
                     pass
         self._client = self._sub_client = None
+        if self._stream_log is not None:
+            await self._stream_log.aclose()
         self._subscribed = False
         self._started = False
 
@@ -396,9 +406,21 @@ class RedisAdapter(MemoryAdapter):
         }
         if self.sharded:
             report["rooms_channels"] = self._room_mode or "pending"
+        log = self._stream_log
+        if log is not None:
+            report["recovery_log"] = "failing" if log.error is not None else "ok"
+            report["recovery_log_queue"] = log.queued
+            if log.error is not None:
+                failing.append("redis-recovery-log")
+                report["status"] = "degraded"
         if failing:
             report["failing"] = failing
-            report["error"] = self._publisher_error or self._subscriber_error or "deaf: own canary unheard"
+            report["error"] = (
+                self._publisher_error
+                or self._subscriber_error
+                or (log.error if log is not None and log.error is not None else None)
+                or "deaf: own canary unheard"
+            )
         return report
 
     def gauges(self) -> dict[str, float]:
@@ -406,6 +428,11 @@ class RedisAdapter(MemoryAdapter):
             "cluster_up": 1.0 if self.health()["status"] == "ok" else 0.0,
             "cluster_nodes": float(len(self.nodes) + 1),
             "cluster_outbox": float(len(self._outbox)),
+            **(
+                {"cluster_recovery_log_queue": float(self._stream_log.queued)}
+                if self._stream_log is not None
+                else {}
+            ),
         }
 
     def describe(self) -> dict[str, Any]:
@@ -490,6 +517,10 @@ class RedisAdapter(MemoryAdapter):
                 else:
                     pipe.publish(channel, data)
             await pipe.execute()
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt`` (0, 1, ...): doubling, capped, jittered."""
+        return self._backoff(attempt)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.reconnect_delay * 2.0 ** min(attempt, 30), self.reconnect_delay_max)
@@ -656,6 +687,8 @@ class RedisAdapter(MemoryAdapter):
 
     def unregister(self, member: Member) -> None:
         super().unregister(member)
+        if self._stream_log is not None:
+            self._stream_log.untrack(member)
         self._rooms_changed()
 
     # ------------------------------------------------------------------ the canary
@@ -793,6 +826,10 @@ class RedisAdapter(MemoryAdapter):
         (room,) = message.body
         MemoryAdapter.delete_room(self, room)
 
+    def _on_session_taken(self, message: Message) -> None:
+        (pid,) = message.body
+        self._require_node().session_taken(pid)
+
     def _on_server_side_emit(self, message: Message) -> None:
         request_id, event, args = message.body
         origin = message.origin
@@ -874,6 +911,7 @@ class RedisAdapter(MemoryAdapter):
         MessageType.SOCKETS_LEAVE: _on_sockets_leave,
         MessageType.DISCONNECT_SOCKETS: _on_disconnect_sockets,
         MessageType.DELETE_ROOM: _on_delete_room,
+        MessageType.SESSION_TAKEN: _on_session_taken,
         MessageType.SERVER_SIDE_EMIT: _on_server_side_emit,
         MessageType.FETCH_SOCKETS: _on_fetch_sockets,
         MessageType.FETCH_ROOM_NAMES: _on_fetch_room_names,
@@ -892,14 +930,104 @@ class RedisAdapter(MemoryAdapter):
         """Message ids shared by the nodes (``<prefix>#dedup#<mid>`` keys, adapters/redis_dedup.py)."""
         return RedisDedup(options, self.stats, lambda: self._client, self.prefix)
 
+    # ------------------------------------------------------------------ recovery (redis_log.py)
+
     def enable_recovery(self, options: RecoveryOptions) -> None:
-        """Not yet: a log shared by the nodes (Redis Streams) is still to come; this process's
-        own log would miss what other nodes send, so recovery is refused rather than partial."""
-        raise ConfigurationError(
-            "RedisAdapter does not support connection-state recovery yet (only MemoryAdapter does)"
+        """Share a log of recent messages and the sessions in Redis (adapters/redis_log.py):
+        logged messages and room operations then travel through it, in one order for all."""
+        if self._stream_log is not None:
+            return
+        log = self._stream_log = StreamLog(self, options, self.prefix, self.max_outbox, self.command_timeout)
+        log.attach(self._require_node())
+        rooms: TrackedRooms[Member] = TrackedRooms(log, log.changed)
+        for room in list(self._rooms.room_names()):
+            for member in list(self._rooms.members(room)):
+                rooms.add(member, (room,))
+        self._rooms = rooms
+
+    def _shared_log(self) -> StreamLog:
+        log = self._stream_log
+        if log is None:
+            raise RuntimeError("recovery is not enabled on this adapter")
+        return log
+
+    def log_message(self, payload: bytes, binary: bool, target: BroadcastTarget) -> bytes | None:
+        self._shared_log().append(
+            encode(MessageType.BROADCAST, self._id, payload, binary, encode_target(target))
         )
+        return None
+
+    def recovery_position(self) -> tuple[str, int]:
+        log = self._shared_log()
+        return log.epoch or "", log.position
+
+    def track_rooms(self, member: Member, session: Session | None) -> None:
+        log = self._shared_log()
+        rooms = self._rooms
+        assert isinstance(rooms, TrackedRooms)
+        history = RoomHistory()
+        if session is not None:
+            if session.history is not None:
+                history = session.history
+            # Rooms joined before acceptance (by a middleware) besides the session's: joined now.
+            for room in sorted(rooms.rooms_of(member) - session.rooms):
+                log.record(history, room, True)
+        rooms.track(member, history)
+        current = self._require_node().session(member)
+        if current is not None:
+            log.track(member, current.pid)
+
+    def save_session(self, session: Session) -> None:
+        self._shared_log().save(session)
+
+    async def take_session(self, pid: object, epoch: object, offset: object) -> Session | None:
+        return await self._shared_log().take(pid, epoch, offset)
+
+    async def replay(self, session: Session, offset: int) -> list[tuple[bytes, bool]] | None:
+        return await self._shared_log().replay(session, offset)
+
+    def deliver_logged(self, offset: int, message: Message) -> None:
+        """An entry of the shared log, in the log's order: a message (every node delivers its
+        own too), or a room operation of another node."""
+        kind = message.kind
+        if kind is MessageType.BROADCAST:
+            payload, binary, target = message.body
+            members = self.members(target)
+            if members:
+                frame = self.frame(with_offset(payload, binary, offset), binary)
+                for member in members:
+                    member.send_frame(frame, False)
+            return
+        if message.origin == self._id:
+            return  # this node applied its own operation when it was made
+        handler = self._handlers.get(kind)
+        if handler is not None:
+            try:
+                handler(self, message)
+            except Exception as exc:
+                self.stats.drop("error")
+                if self._log.ready("handler:" + kind.name):
+                    logger.error(
+                        "RedisAdapter node %s could not apply a logged %s", self._id, kind.name, exc_info=exc
+                    )
+
+    def reset_recovery_sockets(self, why: str) -> None:
+        node = self._require_node()
+        for member in self.local_members():
+            node.reset_session(member)
+
+    def take_over(self, pid: str) -> None:
+        self._publish(self._all, encode(MessageType.SESSION_TAKEN, self._id, pid))
+
+    # ------------------------------------------------------------------ cluster operations
 
     def broadcast(self, payload: bytes, binary: bool, target: BroadcastTarget) -> int:
+        if self._stream_log is not None and not target.volatile:
+            # Through the shared log: every node (this one too) delivers it when it reads it.
+            self._stream_log.append(
+                encode(MessageType.BROADCAST, self._id, payload, binary, encode_target(target))
+            )
+            return 0
         delivered = self.fan_out(
             prepare_message(BINARY if binary else TEXT, payload, self._compress_from), target
         )
@@ -917,31 +1045,33 @@ class RedisAdapter(MemoryAdapter):
         )
         return delivered
 
+    def _operation(self, data: bytes) -> None:
+        """A room operation for the other nodes: through the shared log when recovery is on (in
+        order with the logged messages), else published."""
+        if self._stream_log is not None:
+            self._stream_log.append(data)
+        else:
+            self._publish(self._all, data)
+
     def add_sockets(self, target: BroadcastTarget, rooms: frozenset[str]) -> None:
         super().add_sockets(target, rooms)
         if not self._only_local(target):
-            self._publish(
-                self._all, encode(MessageType.SOCKETS_JOIN, self._id, encode_target(target), list(rooms))
-            )
+            self._operation(encode(MessageType.SOCKETS_JOIN, self._id, encode_target(target), list(rooms)))
 
     def remove_sockets(self, target: BroadcastTarget, rooms: frozenset[str]) -> None:
         super().remove_sockets(target, rooms)
         if not self._only_local(target):
-            self._publish(
-                self._all, encode(MessageType.SOCKETS_LEAVE, self._id, encode_target(target), list(rooms))
-            )
+            self._operation(encode(MessageType.SOCKETS_LEAVE, self._id, encode_target(target), list(rooms)))
 
     def disconnect_sockets(self, target: BroadcastTarget, close: bool) -> None:
         super().disconnect_sockets(target, close)
         if not self._only_local(target):
-            self._publish(
-                self._all, encode(MessageType.DISCONNECT_SOCKETS, self._id, encode_target(target), close)
-            )
+            self._operation(encode(MessageType.DISCONNECT_SOCKETS, self._id, encode_target(target), close))
 
     def delete_room(self, room: str) -> None:
         super().delete_room(room)
         self._rooms_changed()
-        self._publish(self._all, encode(MessageType.DELETE_ROOM, self._id, room))
+        self._operation(encode(MessageType.DELETE_ROOM, self._id, room))
 
     def _only_local(self, target: BroadcastTarget) -> bool:
         """The target is one socket of this node (nothing for the other nodes to do)."""

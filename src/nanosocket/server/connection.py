@@ -663,8 +663,8 @@ class Connection:
                 old._taken_over()
             try:
                 session = await host.adapter.take_session(pid, request.get("epoch"), session_offset)
-            except Exception:
-                logger.exception("could not take a session back: the client starts afresh")
+            except Exception as exc:  # the store is unreachable: a fresh start, said once per client
+                logger.warning("could not take a session back (%r): the client starts afresh", exc)
         self._restoring = None
         if self._state is not SocketState.CONNECTING or not self._ws.open:
             if session is not None:
@@ -682,8 +682,8 @@ class Connection:
         connect it in the same step as the adapter answers (nothing is delivered in between)."""
         try:
             missed = await self._host.adapter.replay(session, offset)
-        except Exception:
-            logger.exception("could not replay a session: the client starts afresh")
+        except Exception as exc:  # the store is unreachable
+            logger.warning("could not replay a session (%r): the client starts afresh", exc)
             missed = None
         self._restoring = None
         if self._state is not SocketState.CONNECTING or not self._ws.open:
@@ -741,20 +741,14 @@ class Connection:
             return None
         adapter = self._host.adapter
         socket = self._as_socket()
-        return Session(
-            pid,
-            self.id,
-            frozenset(adapter.rooms_of(socket)),
-            self._data,
-            _monotonic(),
-            adapter.room_history(socket),
-        )
+        rooms = frozenset(adapter.rooms_of(socket))
+        return Session(pid, self.id, rooms, self._data, _monotonic(), adapter.room_history(socket))
 
     def _reset_session(self) -> None:
         """The log positions this socket's client holds are no longer good: close it (1013)
         without keeping a session; the client comes back afresh."""
-        if self._state is SocketState.DISCONNECTED:
-            return
+        if self._state is SocketState.DISCONNECTED or self._pid is None:
+            return  # gone, or a client that holds no positions (not v1)
         self._disconnect_reason = "recovery reset"
         self._ws.close(1013, "recovery log reset")
 
