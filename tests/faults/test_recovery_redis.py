@@ -23,6 +23,10 @@ import redis.asyncio as aioredis
 from fault_proxy import FaultProxy
 from recovery_kit import CUT, GUARD, App, Client, raw_connect, until
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
+
+from cluster_kit import RedisServer
+
 from nanosocket import LogUnavailable, RedisAdapter
 
 HERE = Path(__file__).resolve().parent
@@ -34,8 +38,8 @@ def position(app: App) -> int:
     return app.server.adapter.recovery_position()[1]
 
 
-def adapter(prefix: str, **options: Any) -> RedisAdapter:
-    return RedisAdapter(REDIS_URL, prefix=prefix, canary_interval=0.2, reconnect_delay_max=0.5, **options)
+def adapter(prefix: str, url: str = REDIS_URL, **options: Any) -> RedisAdapter:
+    return RedisAdapter(url, prefix=prefix, canary_interval=0.2, reconnect_delay_max=0.5, **options)
 
 
 class Nodes:
@@ -50,8 +54,8 @@ class Nodes:
         #: What the client must get, in the order of each sender.
         self.counter = 0
 
-    async def node(self, port: int = 0, **recovery: Any) -> App:
-        app = App(port=port, adapter=adapter(self.prefix), **recovery)
+    async def node(self, port: int = 0, url: str = REDIS_URL, **recovery: Any) -> App:
+        app = App(port=port, adapter=adapter(self.prefix, url, command_timeout=0.5), **recovery)
         await app.listen()
         self.apps.append(app)
         return app
@@ -327,6 +331,42 @@ async def test_a_full_log_queue_fails_the_emit_loudly(nodes: Nodes) -> None:
     with pytest.raises(LogUnavailable, match="not sent"):
         app.server.to("room").emit("msg", 1)
     app.server.volatile.to("room").emit("msg", 1)  # not logged: no such limit
+
+
+@pytest.fixture
+def private_redis() -> Any:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_emits_while_redis_is_stalled_arrive_once_and_in_order(
+    nodes: Nodes, private_redis: Any
+) -> None:
+    # Redis stops answering (SIGSTOP): the appends time out and are sent again, while the first
+    # ones wait in Redis's socket; when it answers again, each message is in the log once.
+    a = await nodes.node(url=private_redis.url)
+    b = await nodes.node(url=private_redis.url)
+    proxy, client = await nodes.client_of(a)
+    first_id = a.last.id
+    private_redis.pause()
+    try:
+        nodes.send(a, first_id)
+        nodes.send(b, first_id)
+        await asyncio.sleep(1.5)  # several command timeouts and retries
+    finally:
+        private_redis.resume()
+    await until(lambda: len(client.got) >= nodes.counter)
+    assert sorted(client.got) == nodes.expected()
+    await lose(a, proxy, "reset")
+    nodes.send(b, first_id)
+    await come_back(proxy, client, to=b)
+    assert client.connects[-1] == (first_id, True)
+    await until(lambda: len(client.got) >= nodes.counter)
+    assert sorted(client.got) == nodes.expected()
 
 
 # ------------------------------------------------------------------ a node killed
