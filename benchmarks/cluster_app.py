@@ -14,6 +14,8 @@ speaks them:
 No adapter is configured: with more than one worker, the workers take a RedisAdapter from
 ``NANOSOCKET_REDIS_URL``; ``CLUSTER_BENCH_REDIS`` (a URL) gives the server a RedisAdapter of its
 own (one node of several on separate ports), with ``NANOSOCKET_REDIS_PREFIX`` as prefix.
+``CLUSTER_BENCH_RECOVERY=1`` turns connection-state recovery on (with a RedisAdapter, logged
+broadcasts then travel through the shared Redis Stream).
 Heartbeats are off and ``max_backpressure`` is large, as in the suite's event server.
 """
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from nanosocket import Adapter, NanoSocket, RedisAdapter, Socket
+from nanosocket import Adapter, NanoSocket, RecoveryOptions, RedisAdapter, Socket
 
 #: Outbound bytes one client may leave unread before it counts as a slow consumer.
 MAX_BACKPRESSURE = 16 * 1024 * 1024
@@ -38,6 +40,7 @@ def create_server() -> NanoSocket:
         adapter=adapter,
         idle_timeout=None,
         max_backpressure=MAX_BACKPRESSURE,
+        recovery=RecoveryOptions() if os.environ.get("CLUSTER_BENCH_RECOVERY") == "1" else None,
     )
 
     @server.on("connection")

@@ -14,7 +14,9 @@ Configurations (``--configs``):
 * ``single``: one process, the in-process adapter (the single-node figure);
 * ``single-redis``: one process with a RedisAdapter (every broadcast also goes to Redis, nobody
   else listens);
-* ``workers:N``: N worker processes, each a node over Redis (``workers:2`` is the 2-node cluster).
+* ``workers:N``: N worker processes, each a node over Redis (``workers:2`` is the 2-node cluster);
+* any of them with ``+recovery``: connection-state recovery on (over Redis, every broadcast then
+  travels through the shared Redis Stream and every node delivers it from there).
 
 Then the **Redis round trip per broadcast** (``--probe N``): on 2 workers, a sender, a receiver on
 the sender's worker (alone in room "near") and a receiver on the other worker (alone in room
@@ -79,14 +81,16 @@ def redis_pid(url: str) -> int | None:
 
 def run_config(config: str, url: str, args: argparse.Namespace, repeat: int) -> dict[str, Any]:
     port = free_port()
-    workers = int(config.split(":")[1]) if config.startswith("workers:") else 1
-    own = config == "single-redis"
+    base, _, extra = config.partition("+")
+    workers = int(base.split(":")[1]) if base.startswith("workers:") else 1
+    own = base == "single-redis"
     with Workers(
         workers,
         port,
         redis_url=url if (own or workers > 1) else None,
         prefix=f"cluster-fanout-{port}",
         own_adapter=own,
+        recovery=extra == "recovery",
     ) as server:
         rpid = redis_pid(url)
         redis_command(url, "CONFIG", "RESETSTAT")

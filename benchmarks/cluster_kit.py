@@ -138,10 +138,12 @@ class Workers:
         prefix: str = "cluster-bench",
         own_adapter: bool = False,
         shutdown_timeout: float = 30.0,
+        recovery: bool = False,
     ) -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith("NANOSOCKET_REDIS")}
         env["CLUSTER_BENCH_PORT"] = str(port)
         env.pop("CLUSTER_BENCH_REDIS", None)
+        env["CLUSTER_BENCH_RECOVERY"] = "1" if recovery else "0"
         if redis_url is not None:
             env["NANOSOCKET_REDIS_PREFIX"] = prefix
             if own_adapter:
