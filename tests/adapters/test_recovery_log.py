@@ -10,7 +10,14 @@ import orjson
 import pytest
 
 from nanosocket.adapters.base import BroadcastTarget, Session
-from nanosocket.adapters.recovery import RecoveryLog, RoomHistory, TrackedRooms, with_offset
+from nanosocket.adapters.recovery import (
+    RecoveryLog,
+    RoomHistory,
+    TrackedRooms,
+    decode_session,
+    encode_session,
+    with_offset,
+)
 from nanosocket.errors import ConfigurationError
 from nanosocket.options import RecoveryOptions
 
@@ -183,3 +190,47 @@ def test_changes_older_than_the_log_are_let_go() -> None:
     assert [offset for offset, _, _ in history.changes] == [3, 4] and history.dropped == 2
     session = Session("p", "s", frozenset(), None, time.monotonic(), history)
     assert numbers(log.replay(session, 2)) == [4]
+
+
+# ------------------------------------------------------------- session records (RedisAdapter)
+
+
+def test_a_session_record_round_trips_through_msgpack() -> None:
+    history = RoomHistory()
+    history.changes.extend([(3, "a", True), (5, "b", False)])
+    history.dropped = 2
+    kept = Session("p", "s", frozenset({"a", "c"}), {"k": [1, "x", b"\x00"], "n": None}, 0.0, history)
+    record = decode_session("p", encode_session(kept, "E", True), 5.0)
+    assert record.epoch == "E" and record.lost is True
+    back = record.session
+    assert (back.pid, back.socket_id, back.rooms, back.data, back.time) == (
+        "p",
+        "s",
+        kept.rooms,
+        kept.data,
+        5.0,
+    )
+    assert back.history is not None and list(back.history.changes) == list(history.changes)
+    assert back.history.dropped == 2
+
+
+def test_socket_data_msgpack_cannot_encode_is_a_clear_error() -> None:
+    kept = Session("p", "s", frozenset(), {"when": object()}, 0.0)
+    with pytest.raises(TypeError, match=r"socket\.data cannot be encoded with msgpack"):
+        encode_session(kept, "E", False)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xc1",  # not msgpack
+        msgpack.packb([2, "s", [], [], 0, None, "E", False]),  # another version
+        msgpack.packb([1, "s", ["a", 1], [], 0, None, "E", False]),  # a room that is not a string
+        msgpack.packb([1, "s", [], [[1, "a"]], 0, None, "E", False]),  # a malformed change
+        msgpack.packb([1, "s", [], [], 0, [1], "E", False]),  # data that is not a dict
+        msgpack.packb(msgpack.ExtType(1, b"x")),  # an extension type
+    ],
+)
+def test_a_malformed_session_record_is_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match="session"):
+        decode_session("p", data, 0.0)

@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from fault_proxy import FaultProxy
-from recovery_kit import CUT, GUARD, App, Client, raw_connect, until
+from recovery_kit import CLIENT_TRANSPORT, CUT, GUARD, SERVER_HEARTBEAT, App, Client, raw_connect, until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 
 from cluster_kit import RedisServer
 
-from nanosocket import LogUnavailable, RedisAdapter
+from nanosocket import LogUnavailable, RedisAdapter, WebSocketOptions
+from nanosocket.options import MiB
 
 HERE = Path(__file__).resolve().parent
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -54,16 +55,26 @@ class Nodes:
         #: What the client must get, in the order of each sender.
         self.counter = 0
 
-    async def node(self, port: int = 0, url: str = REDIS_URL, **recovery: Any) -> App:
-        app = App(port=port, adapter=adapter(self.prefix, url, command_timeout=0.5), **recovery)
+    async def node(
+        self,
+        port: int = 0,
+        url: str = REDIS_URL,
+        heartbeat: dict[str, Any] = SERVER_HEARTBEAT,
+        sharded: bool = False,
+        **recovery: Any,
+    ) -> App:
+        made = adapter(self.prefix, url, command_timeout=0.5, sharded=sharded)
+        app = App(port=port, adapter=made, heartbeat=heartbeat, **recovery)
         await app.listen()
         self.apps.append(app)
         return app
 
-    async def client_of(self, app: App) -> tuple[FaultProxy, Client]:
+    async def client_of(
+        self, app: App, transport: WebSocketOptions = CLIENT_TRANSPORT
+    ) -> tuple[FaultProxy, Client]:
         proxy = await FaultProxy(app.server.port).start()
         self.proxies.append(proxy)
-        client = Client(proxy.url)
+        client = Client(proxy.url, transport)
         self.clients.append(client)
         await asyncio.wait_for(client.client.connect(), GUARD)
         await until(lambda: app.connections and app.connections[-1].id == client.client.id)
@@ -182,6 +193,47 @@ async def test_a_client_recovers_on_another_node(nodes: Nodes, how: str) -> None
     assert sorted(client.got) == nodes.expected()
     for name in ("a", "b"):
         assert [n for n in client.got if n in sent_by[name]] == sent_by[name]
+
+
+async def test_sharded_nodes_recover_across_nodes(nodes: Nodes) -> None:
+    # Room channels carry the volatile messages; the logged ones go through the log all the same.
+    a, b = await nodes.node(sharded=True), await nodes.node(sharded=True)
+    proxy, client = await nodes.client_of(a)
+    first_id = a.last.id
+    await lose(a, proxy, "reset")
+    nodes.send(a, first_id)
+    nodes.send(b, first_id)
+    await come_back(proxy, client, to=b)
+    assert client.connects[-1] == (first_id, True)
+    nodes.send(b, first_id)
+    await until(lambda: len(client.got) >= nodes.counter)
+    assert sorted(client.got) == nodes.expected()
+
+
+async def test_a_client_back_elsewhere_first_ends_its_old_connection(nodes: Nodes) -> None:
+    # The client's heartbeat notices the blackhole first: it is back, on b, while a still holds
+    # its connection. b takes the session (stored live) and tells the others; a ends the old
+    # connection as lost (its session is already taken: nothing is kept again).
+    quick = WebSocketOptions(
+        idle_timeout=0.5, close_timeout=0.3, max_backpressure=1 * MiB, backpressure_policy="drop"
+    )
+    a = await nodes.node(heartbeat={"idle_timeout": 30.0})
+    b = await nodes.node(heartbeat={"idle_timeout": 30.0})
+    await until(lambda: a.server.adapter.node_id in b.server.adapter.nodes)
+    await until(lambda: b.server.adapter.node_id in a.server.adapter.nodes)
+    proxy, client = await nodes.client_of(a, quick)
+    first = a.last
+    proxy.blackhole()
+    nodes.send(b, first.id)  # into the hole, through a
+    proxy.redirect(b.server.port)
+    proxy.restore()
+    await until(lambda: len(client.connects) == 2)
+    assert client.connects[-1] == (first.id, True)
+    await until(lambda: a.disconnections)
+    assert a.disconnections == [(first.id, "transport close")]
+    assert a.server.connection_count == 0 and b.server.sockets[first.id] is b.last
+    nodes.send(b, first.id)
+    await nodes.delivered(client)
 
 
 async def test_five_cuts_in_a_row_across_nodes(nodes: Nodes) -> None:
