@@ -421,6 +421,28 @@ async def test_emits_while_redis_is_stalled_arrive_once_and_in_order(
     assert sorted(client.got) == nodes.expected()
 
 
+async def test_redis_restarted_without_its_data_starts_clients_afresh(
+    nodes: Nodes, private_redis: Any
+) -> None:
+    # Redis restarts empty (no persistence): the node meets a new log (at its next check, every
+    # max_disconnection / 4 here) and ends its client with 1013; the client comes back afresh
+    # and gets what follows, rather than ignore the new log's low offsets.
+    a = await nodes.node(url=private_redis.url, max_disconnection=2.0)
+    _, client = await nodes.client_of(a)
+    first_id = a.last.id
+    a.server.to("room").emit("msg", -1)
+    await until(lambda: client.got == [-1])
+    private_redis.kill()
+    private_redis.start()
+    await until(lambda: len(client.connects) == 2)
+    new_id, recovered = client.connects[-1]
+    assert not recovered and new_id != first_id
+    assert a.disconnections[0] == (first_id, "recovery reset")
+    a.server.to("room").emit("msg", nodes.next())
+    await until(lambda: len(client.got) == 2)
+    assert client.got == [-1, nodes.counter]
+
+
 # ------------------------------------------------------------------ a node killed
 
 
