@@ -46,6 +46,9 @@ from nanosocket.protocol.handshake import (
     ResponseReader,
     check_response,
     check_upgrade,
+    keep_request,
+    kept_headers,
+    kept_target,
     origin_allowed,
     wants_upgrade,
 )
@@ -135,8 +138,9 @@ def handshake(data: bytes) -> None:
     if request is not None:
         assert fed - len(reader.trailing) <= MAX_HANDSHAKE
         assert len(request.headers.raw_items()) <= MAX_HEADERS
-        compact = request.compact()
-        assert list(compact.headers.raw_items()) == list(request.headers.raw_items())
+        head, key = keep_request(request)
+        assert kept_target(head) == request.target
+        assert list(kept_headers(head, key).raw_items()) == list(request.headers.raw_items())
         wants_upgrade(request)
         _ = request.path, request.query
         origin_allowed(request, None)
