@@ -375,6 +375,16 @@ async def test_socket_data_that_msgpack_cannot_store_starts_afresh(nodes: Nodes)
     assert client.connects[-1][1] is False
 
 
+async def test_emits_before_listen_go_out_when_the_node_starts(nodes: Nodes) -> None:
+    b = await nodes.node()
+    _, client = await nodes.client_of(b)
+    late = App(adapter=adapter(nodes.prefix))
+    nodes.apps.append(late)
+    late.server.to("room").emit("msg", nodes.next())  # queued: the node is not started
+    await late.listen()
+    await nodes.delivered(client)
+
+
 async def test_a_full_log_queue_fails_the_emit_loudly(nodes: Nodes) -> None:
     app = App(adapter=adapter(nodes.prefix, max_outbox=3))
     nodes.apps.append(app)  # never listening: nothing is written to Redis

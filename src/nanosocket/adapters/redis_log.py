@@ -171,9 +171,13 @@ class StreamLog:
         self.refresh = min(_REFRESH_MAX, options.max_disconnection / 4)
         self._live_ttl_ms = max(1, int((options.max_disconnection + self.refresh) * 1000))
         self._node: Node | None = None
+        #: Encoded messages waiting to be appended, in order (kept across a restart of the
+        #: adapter: emits made before ``listen()`` go out when it starts).
+        self._appends: deque[bytes] = deque()
         self._reset()
 
     def _reset(self) -> None:
+        """The state of one run (a new writer id per start: a forked worker gets its own)."""
         self.epoch: str | None = None
         #: The last offset this node delivered (its readers' position in the log).
         self.position = 0
@@ -183,7 +187,6 @@ class StreamLog:
         self._reader_client: aioredis.Redis | None = None
         self._writer_id = secrets.token_hex(8)
         self._sequence = 0
-        self._appends: deque[bytes] = deque()
         self._wake: asyncio.Event | None = None
         self._drained: asyncio.Event | None = None
         self._sessions: dict[str, tuple[int, Member | Session]] = {}
@@ -234,6 +237,13 @@ class StreamLog:
                 await self.flush_sessions()
         except Exception:  # closing anyway: what could not be written is lost with the node
             pass
+        if self._appends:
+            logger.error(
+                "RedisAdapter node %s closes with %d logged message(s) not appended (Redis "
+                "unreachable): the other nodes never get them",
+                self._host.node_id,
+                len(self._appends),
+            )
         tasks, self._tasks = [*self._tasks, *self._background], []
         return tasks
 
