@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis.asyncio as aioredis
 from browser_kit import HANG_GUARD, BrowserLoop, Pages
 from fault_proxy import FaultProxy
 from scripted_server import connect_answer, harness_page, scripted_server
 from test_browser_scenarios import serve_harness
 
-from nanosocket import NanoSocket, RecoveryOptions, Socket, WebSocket
+from nanosocket import Adapter, NanoSocket, RecoveryOptions, RedisAdapter, Socket, WebSocket
 
 #: A guard against hangs, never a measurement: shorter than the test's own, to say what hung.
 GUARD = 10.0
@@ -57,9 +59,13 @@ async def until(condition: Callable[[], object]) -> None:
 class App:
     """A server with recovery; a fresh socket joins "room" and "other" and gets data."""
 
-    def __init__(self, **recovery: Any) -> None:
+    def __init__(self, adapter: Adapter | None = None, **recovery: Any) -> None:
         self.server = NanoSocket(
-            port=0, host="127.0.0.1", recovery=RecoveryOptions(**recovery), **SERVER_HEARTBEAT
+            port=0,
+            host="127.0.0.1",
+            adapter=adapter,
+            recovery=RecoveryOptions(**recovery),
+            **SERVER_HEARTBEAT,
         )
         serve_harness(self.server)
         self.connections: list[Socket] = []
@@ -252,6 +258,51 @@ def test_a_deliberate_disconnect_forgets_the_session(chromium: BrowserLoop, page
             await s.page.evaluate("() => window.client.connect()")
             new_id, recovered = (await s.connects())[-1]
             assert not recovered and new_id != first_id
+
+    chromium.run(body())
+
+
+def test_a_cut_is_recovered_on_another_redis_node(chromium: BrowserLoop, pages: Pages) -> None:
+    # Two nodes sharing a Redis (the one at 127.0.0.1:6379, keys under a prefix of this test):
+    # the page comes back through the proxy to the other node and recovers there.
+    async def body() -> None:
+        url = "redis://127.0.0.1:6379/0"
+        prefix = f"test-{uuid.uuid4().hex[:12]}"
+        a = App(adapter=RedisAdapter(url, prefix=prefix, canary_interval=0.2))
+        b = App(adapter=RedisAdapter(url, prefix=prefix, canary_interval=0.2))
+        await a.server.listen()
+        await b.server.listen()
+        proxy = await FaultProxy(a.server.port).start()
+        redis = aioredis.Redis.from_url(url)
+        try:
+            page = await pages.open(f"http://127.0.0.1:{proxy.port}/", "window.harnessReady === true")
+            await page.evaluate(RECORDER, ["/", CLIENT])
+            await page.wait_for_function("window.rec.connects.length === 1", **WAIT)
+            await until(lambda: a.connections)
+            first = a.last
+            a.send_all_kinds()
+            await page.wait_for_function("n => window.rec.got.length === n", arg=a.counter, **WAIT)
+            proxy.reset()
+            await until(lambda: a.disconnections)
+            a.send_all_kinds()  # the old socket object's emits go through the log too
+            proxy.redirect(b.server.port)
+            proxy.restore()
+            await page.wait_for_function("window.rec.connects.length === 2", **WAIT)
+            assert await page.evaluate("window.rec.connects[1]") == [first.id, True]
+            assert b.last.recovered and b.last.joined_rooms == {"room", "other"}
+            assert b.last.data == {"fresh_id": first.id}
+            a.send_all_kinds(1)
+            await page.wait_for_function("n => window.rec.got.includes(n)", arg=a.counter, **WAIT)
+            assert await page.evaluate("window.rec.got") == list(range(1, a.counter + 1))
+            await page.evaluate("() => window.client.disconnect()")
+        finally:
+            await proxy.close()
+            await a.server.close()
+            await b.server.close()
+            keys = [key async for key in redis.scan_iter(match=f"{prefix}#*")]
+            if keys:
+                await redis.delete(*keys)
+            await redis.aclose()
 
     chromium.run(body())
 
