@@ -414,14 +414,20 @@ async def test_emits_while_redis_is_stalled_arrive_once_and_in_order(
     b = await nodes.node(url=private_redis.url)
     proxy, client = await nodes.client_of(a)
     first_id = a.last.id
+    assert a.server.adapter.health()["recovery_log"] == "ok"
     private_redis.pause()
     try:
         nodes.send(a, first_id)
         nodes.send(b, first_id)
-        await asyncio.sleep(1.5)  # several command timeouts and retries
+        # Several command timeouts and retries; /health says so meanwhile.
+        await until(lambda: a.server.adapter.health()["recovery_log"] == "failing")
+        assert a.server.adapter.health()["status"] == "degraded"
+        assert a.server.adapter.health()["recovery_log_queue"] > 0
+        await asyncio.sleep(1.0)
     finally:
         private_redis.resume()
     await until(lambda: len(client.got) >= nodes.counter)
+    await until(lambda: a.server.adapter.health()["recovery_log"] == "ok")
     assert sorted(client.got) == nodes.expected()
     await lose(a, proxy, "reset")
     nodes.send(b, first_id)
