@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from cluster_kit import Peer
 
-from nanosocket import ConnectionClosed, connect
+from nanosocket import ConnectionClosed, InvalidHandshake, connect
 
 HERE = Path(__file__).resolve().parent
 V1 = "nanosocket.v1"
@@ -241,6 +241,56 @@ async def test_a_killed_worker_is_restarted_and_serves_again(
     stays.emit("say", "room", "welcome back")
     assert await expect_said(fresh, "said") == ["welcome back", survivor]
     assert workers.process.returncode is None  # the supervisor itself lives on
+
+
+async def test_a_client_of_a_killed_worker_recovers_its_session(
+    supervise: Callable[..., Awaitable[Supervised]], redis_url: str
+) -> None:
+    # Recovery on, over the workers' RedisAdapter: a worker is killed (SIGKILL, it saves
+    # nothing); its client comes back to whichever worker the kernel picks (the other one, or
+    # the one restarted) and gets its id, rooms and what was sent to it meanwhile.
+    workers = await supervise(serve("workers_app:recovering"), worker_env(redis_url))
+    port = await workers.ready()
+    ws = await guarded(connect(f"ws://127.0.0.1:{port}/", subprotocols=[V1]))
+    doomed = Peer(ws)
+    workers.peers.append(doomed)
+    doomed.emit("$connect", None)
+    (session,) = await doomed.expect("$connect")
+    victim = await call(doomed, "join", "room")
+    other, survivor = await workers.client_on(port, lambda pid: pid != victim)
+    await call(other, "join", "room")
+    other.emit("shout", "room", "before")
+    # Received: the room change that made it a recipient is in Redis by then.
+    envelope = await guarded(doomed.recv())
+    assert envelope["data"] == ["before", survivor]
+    offset = envelope["o"]
+    assert await expect_said(other, "shouted") == ["before", survivor]
+
+    os.kill(victim, signal.SIGKILL)
+    with pytest.raises(ConnectionClosed):
+        await guarded(doomed.ws.recv())
+    other.emit("shout", "room", "while away")
+    assert await expect_said(other, "shouted") == ["while away", survivor]
+
+    for _ in range(MAX_TRIES):
+        # The kernel may still hand a connection to the dead worker's socket: it is refused
+        # before the handshake ends (the pid is not presented yet), and the client tries again.
+        try:
+            ws = await guarded(connect(f"ws://127.0.0.1:{port}/", subprotocols=[V1]))
+        except (InvalidHandshake, OSError):
+            await asyncio.sleep(0.05)
+            continue
+        break
+    else:
+        raise AssertionError("no worker completed a handshake")
+    back = Peer(ws)
+    workers.peers.append(back)
+    back.emit("$connect", None, {"pid": session["pid"], "epoch": session["epoch"], "offset": offset})
+    (answer,) = await back.expect("$connect")
+    assert answer["recovered"] is True and answer["id"] == session["id"]
+    assert await expect_said(back, "shouted") == ["while away", survivor]
+    other.emit("shout", "room", "after")
+    assert await expect_said(back, "shouted") == ["after", survivor]
 
 
 async def test_sigterm_closes_clients_with_1001_and_the_supervisor_exits_0(

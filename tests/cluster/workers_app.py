@@ -11,7 +11,7 @@ import multiprocessing
 import os
 from typing import Any
 
-from nanosocket import NanoSocket, Socket
+from nanosocket import NanoSocket, RecoveryOptions, Socket
 
 
 def create_server(**options: Any) -> NanoSocket:
@@ -52,3 +52,6 @@ def failing_in_workers() -> NanoSocket:
 
 
 server = create_server()
+
+#: The same app with connection-state recovery (its workers share the log and sessions in Redis).
+recovering = create_server(recovery=RecoveryOptions())
