@@ -1,9 +1,10 @@
-"""Cuts of 30 seconds, reset and blackhole, recovered exactly once and in order.
+"""Cuts of 30 seconds, reset and blackhole, recovered exactly once and in order: on one server
+(MemoryAdapter), and across two Redis nodes with the client coming back on the other one.
 
-The two kinds of cut run side by side (two servers, two proxies, two clients) so the test lasts
-one cut. Messages of every kind are sent all through the cut; the client, reconnecting over and
-over into a dead line meanwhile, must get each of them once, in order, with its session back.
-The sleeps make the cut last; nothing is timed.
+The four cuts run side by side (each with its servers, proxy and client) so the test lasts one
+cut. Messages of every kind are sent all through the cut; the client, reconnecting over and over
+into a dead line meanwhile, must get each of them once, in order, with its session back. The
+sleeps make the cut last; nothing is timed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import pytest
 from fault_proxy import FaultProxy
 from recovery_kit import GUARD, App, Client, expected, until
+from test_recovery_redis import Nodes, come_back, lose
 
 LONG_CUT = 30.0
 #: Messages are sent this often during the cut.
@@ -55,6 +57,51 @@ async def _cut_and_recover(how: str) -> None:
         await app.server.close()
 
 
+async def _cut_and_recover_on_another_node(how: str) -> None:
+    nodes = Nodes()
+    try:
+        a, b = await nodes.node(), await nodes.node()
+        proxy, client = await nodes.client_of(a)
+        first = a.last
+        sent_by: dict[App, list[int]] = {a: [], b: []}
+
+        def send(app: App) -> None:
+            before = nodes.counter
+            nodes.send(app, first.id, 1)
+            sent_by[app].extend(range(before + 1, nodes.counter + 1))
+
+        send(a)
+        await nodes.delivered(client)
+
+        connects = len(client.connects)
+        await lose(a, proxy, how)
+        elapsed = 0.0
+        while elapsed < LONG_CUT:
+            send(a)
+            send(b)
+            await asyncio.sleep(EVERY)
+            elapsed += EVERY
+        assert len(client.connects) == connects
+        await come_back(proxy, client, to=b)
+
+        assert client.connects[-1] == (first.id, True)
+        assert b.last.recovered and b.last.joined_rooms == {"room", "other"}
+        send(a)
+        send(b)
+        # Each once; the two nodes' messages interleave in the log's order, each node's in its own.
+        await until(lambda: len(client.got) >= nodes.counter)
+        assert sorted(client.got) == nodes.expected()
+        for app in (a, b):
+            assert [n for n in client.got if n in sent_by[app]] == sent_by[app]
+    finally:
+        await nodes.aclose()
+
+
 @pytest.mark.timeout(LONG_CUT + 4 * GUARD)
 async def test_cuts_of_30_seconds_reset_and_blackhole_are_recovered() -> None:
-    await asyncio.gather(_cut_and_recover("reset"), _cut_and_recover("blackhole"))
+    await asyncio.gather(
+        _cut_and_recover("reset"),
+        _cut_and_recover("blackhole"),
+        _cut_and_recover_on_another_node("reset"),
+        _cut_and_recover_on_another_node("blackhole"),
+    )
