@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
 from browser_kit import HANG_GUARD, BrowserLoop, Pages
 from fault_proxy import FaultProxy
+from recovery_kit import App as RecoveryApp
+from recovery_kit import until
 from scripted_server import connect_answer, harness_page, scripted_server
 from test_browser_scenarios import serve_harness
 
-from nanosocket import Adapter, NanoSocket, RecoveryOptions, RedisAdapter, Socket, WebSocket
+from nanosocket import Adapter, RedisAdapter, WebSocket
 
 #: A guard against hangs, never a measurement: shorter than the test's own, to say what hung.
 GUARD = 10.0
@@ -48,61 +50,12 @@ RECORDER = """([url, options]) => {
 }"""
 
 
-async def until(condition: Callable[[], object]) -> None:
-    async def poll() -> None:
-        while not condition():  # noqa: ASYNC110 - conditions changed by loop events
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), GUARD)
-
-
-class App:
-    """A server with recovery; a fresh socket joins "room" and "other" and gets data."""
+class App(RecoveryApp):
+    """The recovery tests' app (tests/faults/recovery_kit.py), also serving the harness page."""
 
     def __init__(self, adapter: Adapter | None = None, **recovery: Any) -> None:
-        self.server = NanoSocket(
-            port=0,
-            host="127.0.0.1",
-            adapter=adapter,
-            recovery=RecoveryOptions(**recovery),
-            **SERVER_HEARTBEAT,
-        )
+        super().__init__(adapter=adapter, heartbeat=SERVER_HEARTBEAT, **recovery)
         serve_harness(self.server)
-        self.connections: list[Socket] = []
-        self.disconnections: list[tuple[str, str]] = []
-        self.counter = 0
-
-        @self.server.on("connection")
-        def connection(socket: Socket) -> None:
-            if not socket.recovered:
-                socket.join(["room", "other"])
-                socket.data["fresh_id"] = socket.id
-            self.connections.append(socket)
-
-        @self.server.on("disconnect")
-        def disconnect(socket: Socket, reason: str) -> None:
-            self.disconnections.append((socket.id, reason))
-
-    @property
-    def last(self) -> Socket:
-        return self.connections[-1]
-
-    def send_all_kinds(self, count: int = 2) -> None:
-        """Messages to its room, its id, by the old socket object, to everyone; and some it must
-        not get (a room it is not in, a broadcast excepting its room); volatile ones go as another event."""
-        sid = self.last.id
-        for _ in range(count):
-            self.server.to("room").emit("msg", self._next())
-            self.server.to(sid).emit("msg", self._next())
-            self.last.emit("msg", self._next())
-            self.server.broadcast("msg", self._next())
-            self.server.to("elsewhere").emit("msg", -1)
-            self.server.except_("other").emit("msg", -1)
-            self.server.volatile.to("room").emit("volatile", -1)
-
-    def _next(self) -> int:
-        self.counter += 1
-        return self.counter
 
 
 class Stack:
