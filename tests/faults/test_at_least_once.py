@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from fault_proxy import AckDropper, FaultProxy
+from recovery_kit import until
 
 from nanosocket import (
     AckError,
@@ -23,14 +24,6 @@ from nanosocket import (
 )
 
 GUARD = 30.0
-
-
-async def until(condition: Callable[[], object]) -> None:
-    async def poll() -> None:
-        while not condition():  # noqa: ASYNC110 - conditions changed by loop events
-            await asyncio.sleep(0.005)
-
-    await asyncio.wait_for(poll(), GUARD)
 
 
 class App:
