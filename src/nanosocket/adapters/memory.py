@@ -129,9 +129,7 @@ class MemoryAdapter(Adapter):
             self._recovery = log = RecoveryLog(options)
             # The same rooms, from now on recording the room changes of tracked sockets.
             rooms: TrackedRooms[Member] = TrackedRooms(log)
-            for room in list(self._rooms.room_names()):
-                for member in list(self._rooms.members(room)):
-                    rooms.add(member, (room,))
+            rooms.take_over(self._rooms)
             self._rooms = rooms
 
     def _recovery_log(self) -> RecoveryLog:

@@ -136,6 +136,13 @@ class TrackedRooms(RoomIndex[M]):
         self._histories: dict[M, RoomHistory] = {}
         self._on_change = on_change
 
+    def take_over(self, index: RoomIndex[M]) -> None:
+        """Hold the memberships of ``index``, the adapter's index before recovery was enabled
+        (none of its members is tracked yet, so nothing is recorded)."""
+        for room in list(index.room_names()):
+            for member in list(index.members(room)):
+                self.add(member, (room,))
+
     def track(self, member: M, history: RoomHistory) -> None:
         """Record ``member``'s room changes from now on in ``history``."""
         self._histories[member] = history

@@ -940,9 +940,7 @@ class RedisAdapter(MemoryAdapter):
         log = self._stream_log = StreamLog(self, options, self.prefix, self.max_outbox, self.command_timeout)
         log.attach(self._require_node())
         rooms: TrackedRooms[Member] = TrackedRooms(log, log.changed)
-        for room in list(self._rooms.room_names()):
-            for member in list(self._rooms.members(room)):
-                rooms.add(member, (room,))
+        rooms.take_over(self._rooms)
         self._rooms = rooms
 
     def _shared_log(self) -> StreamLog:
