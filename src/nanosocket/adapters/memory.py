@@ -146,17 +146,10 @@ class MemoryAdapter(Adapter):
         return log.epoch, log.offset
 
     def track_rooms(self, member: Member, session: Session | None) -> None:
-        log = self._recovery_log()
+        self._recovery_log()  # recovery must be on
         rooms = self._rooms
         assert isinstance(rooms, TrackedRooms)
-        history = RoomHistory()
-        if session is not None:
-            if session.history is not None:
-                history = session.history
-            # Rooms joined before acceptance (by a middleware) besides the session's: joined now.
-            for room in sorted(rooms.rooms_of(member) - session.rooms):
-                log.record(history, room, True)
-        rooms.track(member, history)
+        rooms.track_session(member, session)
 
     def room_history(self, member: Member) -> RoomHistory | None:
         rooms = self._rooms

@@ -143,6 +143,18 @@ class TrackedRooms(RoomIndex[M]):
             for member in list(index.members(room)):
                 self.add(member, (room,))
 
+    def track_session(self, member: M, session: Session | None) -> None:
+        """Record ``member``'s room changes from its acceptance on: in the history of the
+        ``session`` it recovers (None: a fresh one). Rooms it joined before acceptance (by a
+        middleware) besides the session's are recorded as joined now."""
+        history = RoomHistory()
+        if session is not None:
+            if session.history is not None:
+                history = session.history
+            for room in sorted(self.rooms_of(member) - session.rooms):
+                self._log.record(history, room, True)
+        self.track(member, history)
+
     def track(self, member: M, history: RoomHistory) -> None:
         """Record ``member``'s room changes from now on in ``history``."""
         self._histories[member] = history

@@ -57,7 +57,7 @@ from .messages import (
     encode_socket_info,
     encode_target,
 )
-from .recovery import RoomHistory, TrackedRooms, with_offset
+from .recovery import TrackedRooms, with_offset
 from .redis_dedup import RedisDedup
 from .redis_log import StreamLog
 
@@ -963,14 +963,7 @@ class RedisAdapter(MemoryAdapter):
         log = self._shared_log()
         rooms = self._rooms
         assert isinstance(rooms, TrackedRooms)
-        history = RoomHistory()
-        if session is not None:
-            if session.history is not None:
-                history = session.history
-            # Rooms joined before acceptance (by a middleware) besides the session's: joined now.
-            for room in sorted(rooms.rooms_of(member) - session.rooms):
-                log.record(history, room, True)
-        rooms.track(member, history)
+        rooms.track_session(member, session)
         current = self._require_node().session(member)
         if current is not None:
             log.track(member, current.pid)
