@@ -408,11 +408,11 @@ class WebSocket(asyncio.Protocol):
         if transport is None:
             return _DROPPED
         # buffered_amount and _over_backpressure, inline (this runs once per broadcast recipient).
-        buffered = transport.get_write_buffer_size()
-        if self._flush_pending:
-            buffered += conn.pending_bytes
-        if buffered > self._options.max_backpressure:
-            if not volatile and self._options.backpressure_policy == "close":
+        unsent = transport.get_write_buffer_size()
+        buffered = unsent + conn.pending_bytes if self._flush_pending else unsent
+        options = self._options
+        if buffered > options.max_backpressure:
+            if not volatile and options.backpressure_policy == "close":
                 self.abort_slow_consumer()
             return _DROPPED
         if type(frame) is bytes:
@@ -422,6 +422,19 @@ class WebSocket(asyncio.Protocol):
         if self._corked:
             # A read batch is being handled: its single write follows.
             return _SUCCESS
+        # _flush_if_uncorked and Flusher.add, inline (this runs once per broadcast recipient).
+        if not self._flush_pending:
+            pending = conn.pending_bytes
+            if pending < COALESCE_LIMIT and pending < options.max_backpressure >> 1:
+                # Written once at the end of this loop iteration (see _flush_if_uncorked).
+                self._flush_pending = True
+                endpoint = self._endpoint
+                waiting = (endpoint.flusher if endpoint is not None else self._flusher())._pending
+                if not waiting:
+                    asyncio.get_running_loop().call_soon(Flusher.flush_all, waiting)
+                waiting.append(self)
+                # Nothing was written meanwhile: the kernel's share is what it was.
+                return _SUCCESS if not unsent else _BACKPRESSURE
         return self._flush_if_uncorked(conn)
 
     def ping(self, payload: bytes = b"") -> SendStatus:
@@ -470,22 +483,6 @@ class WebSocket(asyncio.Protocol):
             (endpoint.flusher if endpoint is not None else self._flusher()).add(self)
         # This iteration's own writes are not backpressure: only what the kernel has not taken.
         return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
-
-    def flush_pending(self) -> None:
-        """Write what was sent outside a read during this loop iteration (called by the Flusher)."""
-        self._flush_pending = False
-        conn = self._conn
-        if conn is None or self._lost:
-            return
-        # _flush, inline (this runs once per broadcast recipient).
-        data = conn.data_to_send()
-        transport = self._transport
-        if transport is None:
-            return
-        if data:
-            transport.write(data)
-        if conn.state is _CLOSED:
-            self._closed_by_protocol(conn)
 
     def _flusher(self) -> Flusher:
         endpoint = self._endpoint
@@ -787,19 +784,33 @@ class Flusher:
     __slots__ = ("_pending",)
 
     def __init__(self) -> None:
+        # Emptied in place when flushed (so that a sender may hold on to it, see send_frame).
         self._pending: list[WebSocket] = []
 
     def add(self, ws: WebSocket) -> None:
         pending = self._pending
         if not pending:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(Flusher.flush_all, pending)
         pending.append(ws)
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for ws in pending:
+    @staticmethod
+    def flush_all(pending: list[WebSocket]) -> None:
+        """Write the output of every connection in ``pending`` (and empty it)."""
+        waiting = pending.copy()
+        pending.clear()
+        for ws in waiting:
+            # WebSocket._flush, inline (this runs once per broadcast recipient).
+            ws._flush_pending = False
+            conn = ws._conn
+            transport = ws._transport
+            if conn is None or transport is None or ws._lost:
+                continue
             try:
-                ws.flush_pending()
+                data = conn.data_to_send()
+                if data:
+                    transport.write(data)
+                if conn.state is _CLOSED:
+                    ws._closed_by_protocol(conn)
             except Exception:
                 logger.exception("deferred write failed")
 
