@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import secrets
+import sys
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from types import CoroutineType
@@ -36,6 +37,7 @@ __all__ = [
     "new_broadcast_ack_id",
     "pack_result",
     "run_eagerly",
+    "run_started",
     "unpack_results",
 ]
 
@@ -59,7 +61,7 @@ class HandlerCancelled(Exception):
 class Handler:
     """A registered handler with what is known of it at registration time."""
 
-    __slots__ = ("fn", "is_async", "max_args", "min_args", "once")
+    __slots__ = ("arities", "fn", "is_async", "max_args", "min_args", "once")
 
     def __init__(self, fn: AnyHandler, *, once: bool = False) -> None:
         if not callable(fn):
@@ -67,6 +69,8 @@ class Handler:
         self.fn = fn
         self.once = once
         self.is_async, self.min_args, self.max_args = _describe(fn)
+        #: The argument counts it takes (one C-level ``in`` test per call).
+        self.arities = range(self.min_args, (sys.maxsize if self.max_args is None else self.max_args + 1))
 
     def check_arity(self, count: int) -> None:
         maximum = self.max_args
@@ -271,20 +275,25 @@ def invoke(handler: Handler, args: list[Any] | tuple[Any, ...]) -> Any:
 
     What the handler raises before it first suspends (and arity errors) propagates.
     """
-    count = len(args)
-    if count < handler.min_args or (handler.max_args is not None and count > handler.max_args):
-        handler.check_arity(count)  # raises HandlerArityError
+    if len(args) not in handler.arities:
+        handler.check_arity(len(args))  # raises HandlerArityError
     try:
         result = handler.fn(*args)
     except asyncio.CancelledError as exc:
         raise HandlerCancelled from exc
     # type() rather than inspect.iscoroutine(): this runs for every event of every sync handler.
     if handler.is_async or type(result) is CoroutineType:
-        outcome = run_eagerly(result)
-        if isinstance(outcome, _Finished):
-            return outcome.value
-        return Suspended(outcome)
+        return run_started(result)
     return result
+
+
+def run_started(coro: Coroutine[Any, Any, Any]) -> Any:
+    """What a handler's coroutine gives when run until it first suspends: its value, or
+    ``Suspended``; what it raises in that first step propagates."""
+    outcome = run_eagerly(coro)
+    if isinstance(outcome, _Finished):
+        return outcome.value
+    return Suspended(outcome)
 
 
 def call_handler(

@@ -15,10 +15,21 @@ import time
 from collections.abc import Callable
 from enum import IntEnum
 from functools import lru_cache, partial
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..adapters.base import Adapter, DedupStore, Reply, Session
-from ..dispatch import AckTable, Handler, HandlerRegistry, Suspended, fitting_args, invoke, run_eagerly
+from ..dispatch import (
+    AckTable,
+    Handler,
+    HandlerCancelled,
+    HandlerRegistry,
+    Suspended,
+    fitting_args,
+    invoke,
+    run_eagerly,
+    run_started,
+)
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
 from ..protocol.deflate import OutgoingMessage, PerMessageDeflate
@@ -379,7 +390,16 @@ class Connection:
         # _run_handlers(handlers, arguments, ack), inline: this runs for every event.
         for handler in handlers:
             try:
-                result = invoke(handler, arguments)
+                if handler.is_async or len(arguments) not in handler.arities:
+                    result = invoke(handler, arguments)
+                else:
+                    # invoke's common case, inline: a sync handler called with what it takes.
+                    try:
+                        result = handler.fn(*arguments)
+                    except asyncio.CancelledError as exc:
+                        raise HandlerCancelled from exc
+                    if type(result) is CoroutineType:
+                        result = run_started(result)
             except Exception as exc:
                 self._handler_failed(exc, ack)
                 ack = None
