@@ -251,6 +251,73 @@ def test_the_compiled_twin_decodes_as_the_spec(envelope_: Any, binary: bool) -> 
     assert _outcome(compiled, message) == _outcome(py_decode_event, message)
 
 
+# Texts written the way clients write events, and near misses of that layout: the compiled twin
+# reads the exact layout without building the envelope, anything else as the spec does.
+PLAIN_LAYOUT_TEXTS = [
+    '{"event":"echo","data":["x"]}',
+    '{"event":"echo","data":[]}',
+    '{"event":"echo","data":[{"k":"}"},"]}"]}',
+    '{"event":"echo","data":[1],"data":[2]}',
+    '{"event":"echo","data":[1],"event":"other"}',
+    '{"event":"echo","data":[1],"ack":3}',
+    '{"event":"echo","data":[1]} ',
+    '{"event":"echo","data": [1]}',
+    '{"event":"echo","data":"x"}',
+    '{"event":"echo","data":[1]',
+    '{"event":"echo","data":[1]}}',
+    '{"event":"echo","data":[1]]}',
+    '{"event":"","data":[]}',
+    '{"event":"a\\"b","data":[]}',
+    '{"event":"a\\u0000b","data":[]}',
+    '{"event":"a\tb","data":[]}',
+    '{"event":"\u00e9t\u00e9","data":[]}',
+    '{"event":"été","data":["é"]}',
+    '{"event":"echo","data":["\u0000"]}',
+    '{"event":"echo,"data":[]}',
+    '{"event":"echo","data":[1,]}',
+    '{"event":"echo","data":[NaN]}',
+    '{"event":"call","data":["x"],"ack":7}',
+    '{"event":"call","data":[],"ack":0}',
+    '{"event":"call","data":[],"ack":07}',
+    '{"event":"call","data":[],"ack":-1}',
+    '{"event":"call","data":[],"ack":9007199254740991}',
+    '{"event":"call","data":[],"ack":9007199254740992}',
+    '{"event":"call","data":[],"ack":99999999999999999999}',
+    '{"event":"call","data":[],"ack":1.0}',
+    '{"event":"call","data":[],"ack":}',
+    '{"event":"call","data":[],"ack":1,"ack":2}',
+    '{"event":"call","data":[],"ack":[1],"ack":2}',
+    '{"event":"call","data":[1],"data":[2],"ack":2}',
+    '{"event":"call","data":"x","ack":2}',
+    '{"event":"call","data":[] ,"ack":2}',
+    '{"event":"call","data":[],"ack" :2}',
+    '{"event":"call","data":[],"mid":"abcdefgh-1","ack":2}',
+    '{"event":"call","data":[],"ack":2,"mid":"abcdefgh-1"}',
+    '{"event":"call","data":[],"id":"x","timestamp":1}',
+]
+
+
+@pytest.mark.parametrize("decode_event", DECODE_IMPLEMENTATIONS)
+@pytest.mark.parametrize("text", PLAIN_LAYOUT_TEXTS)
+def test_the_client_layout_and_its_near_misses_decode_as_the_spec(decode_event: Any, text: str) -> None:
+    assert _outcome(decode_event, text) == _outcome(py_decode_event, text)
+
+
+# Pieces of envelopes and of JSON, put together at random after the event layout's beginning.
+LAYOUT_PIECES = ["[", "]", "{", "}", '"', ",", ":", "0", "1", "7", " ", "\\", "a", ',"ack":', "[1]"]
+
+
+@pytest.mark.skipif(len(DECODE_IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(
+    name=st.text(max_size=5),
+    rest=st.lists(st.sampled_from(LAYOUT_PIECES), max_size=10).map("".join),
+)
+def test_any_text_after_the_event_layout_decodes_as_the_spec(name: str, rest: str) -> None:
+    compiled = DECODE_IMPLEMENTATIONS[1].values[0]
+    text = '{"event":"' + name + '","data":' + rest + "}"
+    assert _outcome(compiled, text) == _outcome(py_decode_event, text)
+
+
 @pytest.mark.parametrize(
     ("mid", "problem"),
     [
