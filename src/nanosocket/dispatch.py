@@ -61,7 +61,7 @@ class HandlerCancelled(Exception):
 class Handler:
     """A registered handler with what is known of it at registration time."""
 
-    __slots__ = ("arities", "fn", "is_async", "max_args", "min_args", "once")
+    __slots__ = ("fn", "is_async", "max_args", "min_args", "most_args", "once")
 
     def __init__(self, fn: AnyHandler, *, once: bool = False) -> None:
         if not callable(fn):
@@ -69,8 +69,8 @@ class Handler:
         self.fn = fn
         self.once = once
         self.is_async, self.min_args, self.max_args = _describe(fn)
-        #: The argument counts it takes (one C-level ``in`` test per call).
-        self.arities = range(self.min_args, (sys.maxsize if self.max_args is None else self.max_args + 1))
+        #: ``max_args`` as an int (an int comparison per call, not a test for None).
+        self.most_args = sys.maxsize if self.max_args is None else self.max_args
 
     def check_arity(self, count: int) -> None:
         maximum = self.max_args
@@ -275,8 +275,9 @@ def invoke(handler: Handler, args: list[Any] | tuple[Any, ...]) -> Any:
 
     What the handler raises before it first suspends (and arity errors) propagates.
     """
-    if len(args) not in handler.arities:
-        handler.check_arity(len(args))  # raises HandlerArityError
+    count = len(args)
+    if count < handler.min_args or count > handler.most_args:
+        handler.check_arity(count)  # raises HandlerArityError
     try:
         result = handler.fn(*args)
     except asyncio.CancelledError as exc:

@@ -390,7 +390,8 @@ class Connection:
         # _run_handlers(handlers, arguments, ack), inline: this runs for every event.
         for handler in handlers:
             try:
-                if handler.is_async or len(arguments) not in handler.arities:
+                count = len(arguments)
+                if handler.is_async or count < handler.min_args or count > handler.most_args:
                     result = invoke(handler, arguments)
                 else:
                     # invoke's common case, inline: a sync handler called with what it takes.
