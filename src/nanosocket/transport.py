@@ -14,8 +14,9 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from enum import IntEnum
-from typing import Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
+from ._speedups import enabled as speedups_enabled
 from .errors import HandshakeError, InvalidHandshake, connection_closed
 from .options import WebSocketOptions
 from .protocol.deflate import ClientDeflate, OutgoingMessage, PerMessageDeflate
@@ -95,7 +96,184 @@ class ClientSide:
         self.deflate = deflate
 
 
-class WebSocket(asyncio.Protocol):
+class PyWebSocketCore:
+    """The per-message part of ``WebSocket``: reading, delivering text, sending frames, writing.
+
+    This is the spec of its compiled twin (``_speedups/_transport``), which ``WebSocket`` extends
+    when it was built; everything else of a connection is ``WebSocket``'s own.
+    """
+
+    __slots__ = (
+        "_client",
+        "_conn",
+        "_corked",
+        "_endpoint",
+        "_flush_pending",
+        "_idle_ticks",
+        "_lost",
+        "_on_message",
+        "_options",
+        "_transport",
+    )
+
+    _client: ClientSide | None
+    _conn: WebSocketConnection | None
+    _corked: bool
+    _endpoint: ServerEndpoint | None
+    _flush_pending: bool
+    _idle_ticks: int
+    _lost: bool
+    _on_message: Callable[[str | bytes], object] | None
+    _options: WebSocketOptions
+    _transport: asyncio.Transport | None
+
+    if TYPE_CHECKING:
+        # What the core calls of the class that extends it (WebSocket).
+        def _handshake_data(self, data: bytes) -> None: ...
+        def _deliver(self, message: str | bytes) -> None: ...
+        def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None: ...
+        def abort_slow_consumer(self) -> None: ...
+        def _flusher(self) -> Flusher: ...
+        def _closed_by_protocol(self, conn: WebSocketConnection) -> None: ...
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        if conn is None:
+            self._handshake_data(data)
+            return
+        self._idle_ticks = 0
+        self._corked = True
+        try:
+            conn.receive_data(data)
+        finally:
+            self._corked = False
+        self._flush(conn)
+
+    def text_received(self, text: str) -> None:
+        callback = self._on_message
+        if callback is None:
+            self._deliver(text)
+            return
+        # _deliver's callback case, inline: one call less per message.
+        try:
+            callback(text)
+        except Exception:
+            logger.exception("on_message callback raised; closing with 1011")
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    def send_frame(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
+        """Send a ready-made server frame (the same bytes can go to every recipient of a broadcast).
+
+        An OutgoingMessage is framed for this connection: compressed when it negotiated
+        permessage-deflate and the message is big enough (a broadcast's compressed frame is built
+        once for all), uncompressed otherwise.
+
+        A ``volatile`` frame is dropped when the peer is over ``max_backpressure``, whatever the
+        policy: it is a message worth nothing late (a position update, a typing indicator).
+        """
+        conn = self._conn
+        if conn is None or conn.state is not _OPEN:
+            return _DROPPED
+        transport = self._transport
+        if transport is None:
+            return _DROPPED
+        # buffered_amount and _over_backpressure, inline (this runs once per broadcast recipient).
+        unsent = transport.get_write_buffer_size()
+        buffered = unsent + conn.pending_bytes if self._flush_pending else unsent
+        options = self._options
+        if buffered > options.max_backpressure:
+            if not volatile and options.backpressure_policy == "close":
+                self.abort_slow_consumer()
+            return _DROPPED
+        if type(frame) is bytes:
+            conn.send_raw(frame)
+        else:
+            conn.send_message(frame)  # type: ignore[arg-type]  # an OutgoingMessage
+        if self._corked:
+            # A read batch is being handled: its single write follows.
+            return _SUCCESS
+        # _flush_if_uncorked and Flusher.add, inline (this runs once per broadcast recipient).
+        pending = conn.pending_bytes
+        if pending >= COALESCE_LIMIT or pending >= options.max_backpressure >> 1:
+            self._flush(conn)
+            return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
+        if not self._flush_pending:
+            # Written once at the end of this loop iteration (see _flush_if_uncorked).
+            self._flush_pending = True
+            endpoint = self._endpoint
+            waiting = (endpoint.flusher if endpoint is not None else self._flusher())._pending
+            if not waiting:
+                asyncio.get_running_loop().call_soon(flush_all, waiting)
+            waiting.append(self)
+        # Nothing was written meanwhile: the kernel's share is what it was.
+        return _SUCCESS if not unsent else _BACKPRESSURE
+
+    def _flush_if_uncorked(self, conn: WebSocketConnection) -> SendStatus:
+        if self._corked:
+            # A read batch is being handled: its single write follows.
+            return _SUCCESS
+        transport = self._transport
+        assert transport is not None
+        pending = conn.pending_bytes
+        if pending >= COALESCE_LIMIT or pending >= self._options.max_backpressure >> 1:
+            # A big message or a burst: hand it to the kernel now, so that the buffer (and
+            # the backpressure it signals) is real before the backpressure limit is reached.
+            self._flush(conn)
+        elif not self._flush_pending:
+            # Outside a read (a broadcast, a timer): write once at the end of this loop
+            # iteration, together with whatever else is sent to this peer meanwhile.
+            self._flush_pending = True
+            endpoint = self._endpoint
+            (endpoint.flusher if endpoint is not None else self._flusher()).add(self)
+        # This iteration's own writes are not backpressure: only what the kernel has not taken.
+        return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
+
+    def _flush(self, conn: WebSocketConnection) -> None:
+        """Write what the core queued; then act on a finished close."""
+        data = conn.data_to_send()
+        transport = self._transport
+        if transport is None:
+            return
+        if data:
+            transport.write(data)
+        if conn.state is _CLOSED:
+            self._closed_by_protocol(conn)
+
+
+def py_flush_all(pending: list[PyWebSocketCore]) -> None:
+    """Write the output of every connection in ``pending`` (and empty it): the Flusher's work."""
+    waiting = pending.copy()
+    pending.clear()
+    for ws in waiting:
+        # WebSocket._flush, inline (this runs once per broadcast recipient).
+        ws._flush_pending = False
+        conn = ws._conn
+        transport = ws._transport
+        if conn is None or transport is None or ws._lost:
+            continue
+        try:
+            data = conn.data_to_send()
+            if data:
+                transport.write(data)
+            if conn.state is _CLOSED:
+                ws._closed_by_protocol(conn)
+        except Exception:
+            logger.exception("deferred write failed")
+
+
+if TYPE_CHECKING:
+    WebSocketCore = PyWebSocketCore
+    flush_all = py_flush_all
+else:
+    WebSocketCore, flush_all = PyWebSocketCore, py_flush_all
+    if speedups_enabled():
+        try:
+            from ._speedups._transport import WebSocketCore, flush_all
+        except ImportError:  # not compiled: the pure-Python versions above are used
+            pass
+
+
+class WebSocket(WebSocketCore, asyncio.Protocol):
     """One WebSocket connection over an asyncio transport, server or client side.
 
     Messages go to ``on_message`` (``str`` for text, ``bytes`` for binary) when it is set, else to
@@ -104,23 +282,13 @@ class WebSocket(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_client",
         "_closed_waiter",
-        "_conn",
-        "_corked",
         "_early",
-        "_endpoint",
-        "_flush_pending",
-        "_idle_ticks",
         "_inbox",
         "_inbox_waiter",
         "_lingering",
-        "_lost",
-        "_on_message",
-        "_options",
         "_reader",
         "_timer",
-        "_transport",
         "on_close",
         "subprotocol",
     )
@@ -261,19 +429,6 @@ class WebSocket(asyncio.Protocol):
         else:
             self._reader = RequestReader(options.max_handshake_size, options.max_headers)
 
-    def data_received(self, data: bytes) -> None:
-        conn = self._conn
-        if conn is None:
-            self._handshake_data(data)
-            return
-        self._idle_ticks = 0
-        self._corked = True
-        try:
-            conn.receive_data(data)
-        finally:
-            self._corked = False
-        self._flush(conn)
-
     def eof_received(self) -> bool | None:
         # Returning None closes the transport: a half-closed WebSocket has nothing left to do.
         return None
@@ -322,18 +477,6 @@ class WebSocket(asyncio.Protocol):
             transport.resume_reading()
 
     # ------------------------------------------------- FrameHandler (protocol)
-
-    def text_received(self, text: str) -> None:
-        callback = self._on_message
-        if callback is None:
-            self._deliver(text)
-            return
-        # _deliver's callback case, inline: one call less per message.
-        try:
-            callback(text)
-        except Exception:
-            logger.exception("on_message callback raised; closing with 1011")
-            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def binary_received(self, data: bytes) -> None:
         self._deliver(data)
@@ -391,52 +534,6 @@ class WebSocket(asyncio.Protocol):
         conn.send_binary(data)
         return self._flush_if_uncorked(conn)
 
-    def send_frame(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
-        """Send a ready-made server frame (the same bytes can go to every recipient of a broadcast).
-
-        An OutgoingMessage is framed for this connection: compressed when it negotiated
-        permessage-deflate and the message is big enough (a broadcast's compressed frame is built
-        once for all), uncompressed otherwise.
-
-        A ``volatile`` frame is dropped when the peer is over ``max_backpressure``, whatever the
-        policy: it is a message worth nothing late (a position update, a typing indicator).
-        """
-        conn = self._conn
-        if conn is None or conn.state is not _OPEN:
-            return _DROPPED
-        transport = self._transport
-        if transport is None:
-            return _DROPPED
-        # buffered_amount and _over_backpressure, inline (this runs once per broadcast recipient).
-        unsent = transport.get_write_buffer_size()
-        buffered = unsent + conn.pending_bytes if self._flush_pending else unsent
-        options = self._options
-        if buffered > options.max_backpressure:
-            if not volatile and options.backpressure_policy == "close":
-                self.abort_slow_consumer()
-            return _DROPPED
-        if type(frame) is bytes:
-            conn.send_raw(frame)
-        else:
-            conn.send_message(frame)  # type: ignore[arg-type]  # an OutgoingMessage
-        if self._corked:
-            # A read batch is being handled: its single write follows.
-            return _SUCCESS
-        # _flush_if_uncorked and Flusher.add, inline (this runs once per broadcast recipient).
-        if not self._flush_pending:
-            pending = conn.pending_bytes
-            if pending < COALESCE_LIMIT and pending < options.max_backpressure >> 1:
-                # Written once at the end of this loop iteration (see _flush_if_uncorked).
-                self._flush_pending = True
-                endpoint = self._endpoint
-                waiting = (endpoint.flusher if endpoint is not None else self._flusher())._pending
-                if not waiting:
-                    asyncio.get_running_loop().call_soon(Flusher.flush_all, waiting)
-                waiting.append(self)
-                # Nothing was written meanwhile: the kernel's share is what it was.
-                return _SUCCESS if not unsent else _BACKPRESSURE
-        return self._flush_if_uncorked(conn)
-
     def ping(self, payload: bytes = b"") -> SendStatus:
         """Send a ping; the peer's pong resets the idle counter like any frame."""
         conn = self._conn
@@ -464,43 +561,12 @@ class WebSocket(asyncio.Protocol):
         if not self._corked:
             self._flush(conn)
 
-    def _flush_if_uncorked(self, conn: WebSocketConnection) -> SendStatus:
-        if self._corked:
-            # A read batch is being handled: its single write follows.
-            return _SUCCESS
-        transport = self._transport
-        assert transport is not None
-        pending = conn.pending_bytes
-        if pending >= COALESCE_LIMIT or pending >= self._options.max_backpressure >> 1:
-            # A big message or a burst: hand it to the kernel now, so that the buffer (and
-            # the backpressure it signals) is real before the backpressure limit is reached.
-            self._flush(conn)
-        elif not self._flush_pending:
-            # Outside a read (a broadcast, a timer): write once at the end of this loop
-            # iteration, together with whatever else is sent to this peer meanwhile.
-            self._flush_pending = True
-            endpoint = self._endpoint
-            (endpoint.flusher if endpoint is not None else self._flusher()).add(self)
-        # This iteration's own writes are not backpressure: only what the kernel has not taken.
-        return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
-
     def _flusher(self) -> Flusher:
         endpoint = self._endpoint
         if endpoint is not None:
             return endpoint.flusher
         assert self._client is not None
         return self._client.flusher
-
-    def _flush(self, conn: WebSocketConnection) -> None:
-        """Write what the core queued; then act on a finished close."""
-        data = conn.data_to_send()
-        transport = self._transport
-        if transport is None:
-            return
-        if data:
-            transport.write(data)
-        if conn.state is _CLOSED:
-            self._closed_by_protocol(conn)
 
     # --------------------------------------------------------------- receiving
 
@@ -785,34 +851,13 @@ class Flusher:
 
     def __init__(self) -> None:
         # Emptied in place when flushed (so that a sender may hold on to it, see send_frame).
-        self._pending: list[WebSocket] = []
+        self._pending: list[WebSocketCore] = []
 
-    def add(self, ws: WebSocket) -> None:
+    def add(self, ws: WebSocketCore) -> None:
         pending = self._pending
         if not pending:
-            asyncio.get_running_loop().call_soon(Flusher.flush_all, pending)
+            asyncio.get_running_loop().call_soon(flush_all, pending)
         pending.append(ws)
-
-    @staticmethod
-    def flush_all(pending: list[WebSocket]) -> None:
-        """Write the output of every connection in ``pending`` (and empty it)."""
-        waiting = pending.copy()
-        pending.clear()
-        for ws in waiting:
-            # WebSocket._flush, inline (this runs once per broadcast recipient).
-            ws._flush_pending = False
-            conn = ws._conn
-            transport = ws._transport
-            if conn is None or transport is None or ws._lost:
-                continue
-            try:
-                data = conn.data_to_send()
-                if data:
-                    transport.write(data)
-                if conn.state is _CLOSED:
-                    ws._closed_by_protocol(conn)
-            except Exception:
-                logger.exception("deferred write failed")
 
 
 class Heartbeat:

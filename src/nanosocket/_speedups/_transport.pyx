@@ -1,0 +1,174 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Compiled twin of transport.py's ``PyWebSocketCore`` and ``py_flush_all`` (the pure-Python
+versions are the spec): the per-message part of a ``WebSocket`` (reading, delivering text,
+sending frames, writing) as an extension type that ``WebSocket`` extends, so that the engine's
+callbacks and the sends of a broadcast run without a Python frame each.
+
+The rest of a connection (handshakes, closing, heartbeats, ``recv``) is ``WebSocket``'s own
+Python, which this class calls by name.
+"""
+
+# Bound on first use: nanosocket.transport imports this module.
+cdef object _DROPPED = None
+cdef object _SUCCESS = None
+cdef object _BACKPRESSURE = None
+cdef object _OPEN = None
+cdef object _CLOSED = None
+cdef object _logger = None
+cdef object _running_loop = None
+cdef Py_ssize_t _COALESCE_LIMIT = 0
+cdef int _INTERNAL_ERROR = 1011
+
+
+cdef int _load() except -1:
+    global _DROPPED, _SUCCESS, _BACKPRESSURE, _OPEN, _CLOSED, _logger, _COALESCE_LIMIT, _running_loop
+    from nanosocket import transport
+
+    # The event loop as the transport module sees it (this module imports no I/O library).
+    _running_loop = transport.asyncio.get_running_loop
+
+    _SUCCESS = transport._SUCCESS
+    _BACKPRESSURE = transport._BACKPRESSURE
+    _OPEN = transport._OPEN
+    _CLOSED = transport._CLOSED
+    _logger = transport.logger
+    _COALESCE_LIMIT = transport.COALESCE_LIMIT
+    assert int(transport.CloseCode.INTERNAL_ERROR) == _INTERNAL_ERROR
+    _DROPPED = transport._DROPPED  # last: it marks the module as loaded
+    return 0
+
+
+cdef class WebSocketCore:
+    """See transport.PyWebSocketCore (the spec)."""
+
+    cdef public object _client
+    cdef public object _conn
+    cdef public bint _corked
+    cdef public object _endpoint
+    cdef public bint _flush_pending
+    cdef public Py_ssize_t _idle_ticks
+    cdef public bint _lost
+    cdef public object _on_message
+    cdef public object _options
+    cdef public object _transport
+
+    def data_received(self, data):
+        conn = self._conn
+        if conn is None:
+            self._handshake_data(data)
+            return
+        self._idle_ticks = 0
+        self._corked = True
+        try:
+            conn.receive_data(data)
+        finally:
+            self._corked = False
+        self._write_out(conn)
+
+    def text_received(self, text):
+        callback = self._on_message
+        if callback is None:
+            self._deliver(text)
+            return
+        try:
+            callback(text)
+        except Exception:
+            if _DROPPED is None:
+                _load()
+            _logger.exception("on_message callback raised; closing with 1011")
+            self.close(_INTERNAL_ERROR, "internal error")
+
+    def send_frame(self, frame, bint volatile=False):
+        """Send a ready-made server frame (see the spec)."""
+        if _DROPPED is None:
+            _load()
+        conn = self._conn
+        if conn is None or conn.state is not _OPEN:
+            return _DROPPED
+        transport = self._transport
+        if transport is None:
+            return _DROPPED
+        cdef Py_ssize_t unsent = transport.get_write_buffer_size()
+        cdef Py_ssize_t buffered = unsent + conn.pending_bytes if self._flush_pending else unsent
+        options = self._options
+        cdef Py_ssize_t limit = options.max_backpressure
+        if buffered > limit:
+            if not volatile and options.backpressure_policy == "close":
+                self.abort_slow_consumer()
+            return _DROPPED
+        if type(frame) is bytes:
+            conn.send_raw(frame)
+        else:
+            conn.send_message(frame)
+        if self._corked:
+            return _SUCCESS
+        cdef Py_ssize_t pending = conn.pending_bytes
+        cdef list waiting
+        if pending >= _COALESCE_LIMIT or pending >= (limit >> 1):
+            self._write_out(conn)
+            return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
+        if not self._flush_pending:
+            self._flush_pending = True
+            endpoint = self._endpoint
+            waiting = (endpoint.flusher if endpoint is not None else self._flusher())._pending
+            if not waiting:
+                _running_loop().call_soon(flush_all, waiting)
+            waiting.append(self)
+        return _SUCCESS if not unsent else _BACKPRESSURE
+
+    def _flush_if_uncorked(self, conn):
+        if _DROPPED is None:
+            _load()
+        if self._corked:
+            return _SUCCESS
+        transport = self._transport
+        assert transport is not None
+        cdef Py_ssize_t pending = conn.pending_bytes
+        if pending >= _COALESCE_LIMIT or pending >= (<Py_ssize_t> self._options.max_backpressure >> 1):
+            self._write_out(conn)
+        elif not self._flush_pending:
+            self._flush_pending = True
+            endpoint = self._endpoint
+            (endpoint.flusher if endpoint is not None else self._flusher()).add(self)
+        return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
+
+    def _flush(self, conn):
+        """Write what the core queued; then act on a finished close."""
+        self._write_out(conn)
+
+    cdef int _write_out(self, conn) except -1:
+        if _DROPPED is None:
+            _load()
+        data = conn.data_to_send()
+        transport = self._transport
+        if transport is None:
+            return 0
+        if data:
+            transport.write(data)
+        if conn.state is _CLOSED:
+            self._closed_by_protocol(conn)
+        return 0
+
+
+def flush_all(list pending):
+    """Write the output of every connection in ``pending`` (and empty it): the Flusher's work."""
+    if _DROPPED is None:
+        _load()
+    cdef list waiting = pending.copy()
+    pending.clear()
+    cdef WebSocketCore ws
+    for item in waiting:
+        ws = <WebSocketCore> item
+        ws._flush_pending = False
+        conn = ws._conn
+        transport = ws._transport
+        if conn is None or transport is None or ws._lost:
+            continue
+        try:
+            data = conn.data_to_send()
+            if data:
+                transport.write(data)
+            if conn.state is _CLOSED:
+                ws._closed_by_protocol(conn)
+        except Exception:
+            _logger.exception("deferred write failed")
