@@ -28,11 +28,11 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy --strict src
 
-# The whole suite runs on the compiled twins (which must have been built), then the engine's
-# tests run again on the pure-Python spec they copy.
+# The whole suite runs on the compiled twins (which must have been built), then the tests of the
+# engine, the transport and the server run again on the pure-Python spec the twins copy.
 pytest: venv
 	NANOSOCKET_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
-	NANOSOCKET_NO_SPEEDUPS=1 $(PY) -m pytest -q tests/protocol tests/test_transport.py tests/test_endpoint.py
+	NANOSOCKET_NO_SPEEDUPS=1 $(PY) -m pytest -q tests/protocol tests/test_transport.py tests/test_transport_twin.py tests/test_endpoint.py tests/server
 
 # Refreshes the README's screenshots (docs/images/) from the browser tests of the demo and dashboard.
 screenshots: venv browser-deps

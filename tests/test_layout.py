@@ -85,12 +85,13 @@ RULES: tuple[Rule, ...] = (
         ("nanosocket.endpoint",),
         ("transport", "protocol", "errors", "options"),
     ),
-    # The server builds its default MemoryAdapter (DESIGN.md §1 lists adapters.base only), and
-    # run(workers=N) hands itself to the supervisor of the workers.
+    # The server builds its default MemoryAdapter (DESIGN.md §1 lists adapters.base only),
+    # run(workers=N) hands itself to the supervisor of the workers, and a connection extends the
+    # compiled twin of its per-message core (server/connection_core.py) when it was built.
     Rule(
         "server",
         ("nanosocket.server", "nanosocket.server.*"),
-        ("server", "adapters.memory", "workers", *SIDE_COMMON),
+        ("server", "adapters.memory", "workers", "_speedups", *SIDE_COMMON),
     ),
     Rule("client", ("nanosocket.client", "nanosocket.client.*"), ("client", *SIDE_COMMON)),
     Rule(

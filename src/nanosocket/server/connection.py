@@ -13,22 +13,18 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from enum import IntEnum
 from functools import lru_cache, partial
-from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..adapters.base import Adapter, DedupStore, Reply, Session
 from ..dispatch import (
     AckTable,
     Handler,
-    HandlerCancelled,
     HandlerRegistry,
     Suspended,
     fitting_args,
     invoke,
     run_eagerly,
-    run_started,
 )
 from ..errors import ConnectError, ProtocolError, connection_closed
 from ..options import RateLimits, ServerOptions
@@ -39,11 +35,11 @@ from ..protocol.envelope import (
     EnvelopeError,
     ack_frame,
     decode_binary,
-    decode_event,
     decode_text,
     encode,
     encode_ack,
     encode_ack_error,
+    encode_emit,
     encode_kept_ack,
     encode_reply_body,
     read_envelope,
@@ -52,6 +48,7 @@ from ..protocol.envelope import check_message_id as mid_problem
 from ..protocol.frames import BINARY, TEXT, build_frame
 from ..protocol.handshake import Request, keep_request
 from ..transport import SendStatus, WebSocket
+from .connection_core import ConnectionCore, SocketState
 from .metrics import Stats
 
 if TYPE_CHECKING:
@@ -82,14 +79,6 @@ NO_AUTH: Final = object()
 
 #: Events a socket raises for its own handlers, and how many arguments each passes.
 SOCKET_LOCAL_EVENTS: Final = {"disconnect": 1, "disconnecting": 1, "error": 1}
-
-
-class SocketState(IntEnum):
-    """Where a socket is in its life."""
-
-    CONNECTING = 0  #: upgraded; waiting for ``$connect`` and the middleware chain
-    CONNECTED = 1  #: accepted: events flow
-    DISCONNECTED = 2  #: gone
 
 
 # Enum members as module constants: an attribute of an Enum class costs a metaclass lookup.
@@ -199,7 +188,7 @@ def _close_reason(code: int, reason: str) -> str:
     return "transport error"
 
 
-class Connection:
+class Connection(ConnectionCore):
     """The server side of one client: its connect step, dispatch and acks."""
 
     __slots__ = (
@@ -208,23 +197,16 @@ class Connection:
         "_admission",
         "_auth",
         "_buckets",
-        "_codec",
         "_data",
         "_deadline",
         "_disconnect_reason",
-        "_handlers",
         "_head",
-        "_host",
         "_key",
         "_pending",
-        "_pid",
         "_restoring",
         "_session",
-        "_shared",
-        "_state",
         "_time",
         "_v1",
-        "_ws",
         "id",
     )
 
@@ -316,37 +298,25 @@ class Connection:
         self._disconnect_reason = "rate limited"
         self._ws.close(1008, "rate limit exceeded")
 
-    def _receive(self, message: str | bytes) -> None:
-        if self._state is not _CONNECTED:
-            self._receive_early(message)
-            return
-        self._host.stats.messages_in += 1
-        try:
-            decoded = decode_event(message)
-            if type(decoded) is tuple:
-                # The common case, sorted by decode_event: an event whose arguments are a list,
-                # without an ack or with a valid ack id (what read_envelope accepts as is).
-                event, args, ack = decoded
-                self._dispatch(event, args, ack)
-            elif type(decoded) is dict:
-                # Anything else takes the general path.
-                self._envelope(decoded)
-            elif type(decoded) is list:
-                if len(decoded) > MAX_BATCH:
-                    raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
-                buckets = self._buckets
-                if buckets is not None and len(decoded) > 1 and not buckets.take(len(decoded) - 1, 0):
-                    # A batch of n envelopes counts as n messages (its frame was charged one).
-                    self._rate_limited()
-                    return
-                for envelope in decoded:
-                    self._envelope(envelope)
-                    if self._state is not _CONNECTED:
-                        break
-            else:
-                raise EnvelopeError("an envelope must be an object")
-        except ProtocolError as exc:
-            self._violation(exc)
+    def _receive_other(self, decoded: Any) -> None:
+        """A decoded message that is not a plain event (see ConnectionCore._receive): an
+        envelope to read in full, or a batch of them."""
+        if type(decoded) is dict:
+            self._envelope(decoded)
+        elif type(decoded) is list:
+            if len(decoded) > MAX_BATCH:
+                raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
+            buckets = self._buckets
+            if buckets is not None and len(decoded) > 1 and not buckets.take(len(decoded) - 1, 0):
+                # A batch of n envelopes counts as n messages (its frame was charged one).
+                self._rate_limited()
+                return
+            for envelope in decoded:
+                self._envelope(envelope)
+                if self._state is not _CONNECTED:
+                    break
+        else:
+            raise EnvelopeError("an envelope must be an object")
 
     def _envelope(self, envelope: Any) -> None:
         event, args, ack, error = read_envelope(envelope)
@@ -360,57 +330,6 @@ class Connection:
             self._dispatch_once(event, args, ack, envelope["mid"])
             return
         self._dispatch(event, args, ack)
-
-    def _dispatch(self, event: str, args: list[Any], ack: int | None) -> None:
-        if event[0] == "$" or event in PEER_RESERVED_EVENTS:
-            if event == "$ping":
-                # Application-level heartbeat for clients that cannot see WebSocket pings
-                # (browsers): answered at once, with the same arguments.
-                self.send_frame(_PONG_FRAME if not args else _pong_frame(args))
-                return
-            self._refuse(event, ack)
-            return
-        # Server-level handlers first (one lookup: most sockets have no registry of their own),
-        # then the socket's own; only the first handler of an event answers its ack.
-        table = self._shared
-        shared = table.get(event) if table else None
-        own = self._handlers
-        handlers = own.get(event) if own is not None else None
-        arguments: list[Any] | tuple[Any, ...] = args
-        if handlers is None:
-            if shared is None:
-                if ack is not None:
-                    self._send_ack_error(ack, f"no handler for event {event!r}")
-                return
-            handlers, arguments = shared, (self, *args)
-        elif shared is not None:
-            # Both kinds: the shared handlers run (and answer the ack) first.
-            self._run_handlers(shared, (self, *args), ack)
-            ack = None
-        # _run_handlers(handlers, arguments, ack), inline: this runs for every event.
-        for handler in handlers:
-            try:
-                count = len(arguments)
-                if handler.is_async or count < handler.min_args or count > handler.most_args:
-                    result = invoke(handler, arguments)
-                else:
-                    # invoke's common case, inline: a sync handler called with what it takes.
-                    try:
-                        result = handler.fn(*arguments)
-                    except asyncio.CancelledError as exc:
-                        raise HandlerCancelled from exc
-                    if type(result) is CoroutineType:
-                        result = run_started(result)
-            except Exception as exc:
-                self._handler_failed(exc, ack)
-                ack = None
-                continue
-            if type(result) is Suspended:
-                self._host._handler_tasks.add(result.task)
-                result.task.add_done_callback(partial(self._handler_finished, ack))
-            elif ack is not None:
-                self._send_ack(ack, result)
-            ack = None
 
     def _run_handlers(
         self, handlers: tuple[Handler, ...], args: list[Any] | tuple[Any, ...], ack: int | None
@@ -775,34 +694,11 @@ class Connection:
 
     # ------------------------------------------------------------ frames out
 
-    def send_frame(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
-        """Write a ready-made frame (the adapter's fan-out calls this for every recipient); an
-        OutgoingMessage is framed for this client (compressed if it negotiated compression).
-
-        Nothing reaches a client before its connect step ends (not even what a room it joined in
-        a middleware gets): DROPPED until the socket is connected.
-        """
-        if self._state is not _CONNECTED:
-            return _DROPPED
-        # _write, inline (this runs once per broadcast recipient).
-        status = self._ws.send_frame(frame, volatile)
-        stats = self._host.stats
-        if status is not _DROPPED:
-            stats.messages_out += 1
-            stats.bytes_out += len(frame) if type(frame) is bytes else frame.last_size  # type: ignore[union-attr]
-        elif volatile:
-            stats.volatile_dropped += 1
-        return status
-
-    def _write(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
-        status = self._ws.send_frame(frame, volatile)
-        stats = self._host.stats
-        if status is not _DROPPED:
-            stats.messages_out += 1
-            stats.bytes_out += len(frame) if type(frame) is bytes else frame.last_size  # type: ignore[union-attr]
-        elif volatile:
-            stats.volatile_dropped += 1
-        return status
+    def _emit_encoded(self, event: str, args: tuple[Any, ...]) -> SendStatus:
+        """``emit`` for a client that negotiated compression: framed for it (compressed when
+        the message is big enough)."""
+        payload, binary = encode_emit(event, args)
+        return self._write_message(payload, binary)
 
     def _frame(self, payload: bytes, binary: bool) -> bytes | OutgoingMessage:
         """A message for this client alone: compressed with its own compressor when it negotiated
@@ -918,14 +814,6 @@ class Connection:
         host.adapter.unregister(self._as_socket())
         self._emit_local("disconnect", why)
         host._socket_disconnected(self._as_socket(), why)
-
-
-def _pong_frame(args: list[Any]) -> bytes:
-    payload, binary = encode({"event": "$pong", "data": args})
-    return build_frame(BINARY if binary else TEXT, payload)
-
-
-_PONG_FRAME = _pong_frame([])
 
 
 def _log_failure(event: str) -> Callable[[asyncio.Task[Any]], None]:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar, overload
 from ..adapters.base import BroadcastTarget
 from ..dispatch import AckTable, check_listen
 from ..errors import connection_closed
-from ..protocol.envelope import check_emit_name, encode_emit, encode_event, event_frame
+from ..protocol.envelope import check_emit_name, encode_emit, encode_event
 from ..protocol.handshake import Headers, kept_headers, kept_target, target_query
 from ..transport import SendStatus
 from .broadcast import BroadcastOperator, room_set
@@ -112,25 +112,6 @@ class Socket(Connection):
         return self._host.adapter.rooms_of(self)
 
     # --------------------------------------------------------------- sending
-
-    def emit(self, event: str, *args: Any) -> SendStatus:
-        """Send ``event`` with ``args`` to this client; DROPPED when it is not connected."""
-        if self._pid is not None:
-            return self._emit_logged(event, args)
-        if self._state is not _CONNECTED:
-            check_emit_name(event)
-            return _DROPPED
-        if self._codec is None:
-            # The common case in one call (envelope, JSON and frame), then _write, inline.
-            frame = event_frame(event, args)
-            status = self._ws.send_frame(frame, False)
-            if status is not _DROPPED:
-                stats = self._host.stats
-                stats.messages_out += 1
-                stats.bytes_out += len(frame)
-            return status
-        payload, binary = encode_emit(event, args)
-        return self._write_message(payload, binary)
 
     def _emit_logged(self, event: str, args: tuple[Any, ...]) -> SendStatus:
         """``emit`` with recovery on: the message takes its offset in the log (so a client that

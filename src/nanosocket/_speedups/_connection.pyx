@@ -1,0 +1,192 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Compiled twin of server/connection_core.py's ``PyConnectionCore`` (the pure-Python version is
+the spec): a message received, dispatched to its handlers (their ack answered), an emit and a
+broadcast recipient's frame, as an extension type that ``Connection`` extends, so that no Python
+frame of the framework runs between the engine and the application's handler.
+
+The rest of a connection is ``Connection``'s own Python, which this class calls by name.
+"""
+
+# Bound on first use: server/connection_core.py imports this module.
+cdef object _CONNECTED = None
+cdef object _DROPPED = None
+cdef object _PONG_FRAME = None
+cdef object _pong_frame = None
+cdef object _reserved = None
+cdef object _decode_event = None
+cdef object _event_frame = None
+cdef object _ack_frame = None
+cdef object _check_emit_name = None
+cdef object _invoke = None
+cdef object _run_started = None
+cdef object _Suspended = None
+cdef object _HandlerCancelled = None
+cdef object _ProtocolError = None
+cdef object _CancelledError = None
+cdef object _CoroutineType = None
+cdef object _partial = None
+
+
+cdef int _load() except -1:
+    global _CONNECTED, _DROPPED, _PONG_FRAME, _pong_frame, _reserved, _decode_event, _event_frame
+    global _ack_frame, _check_emit_name, _invoke, _run_started, _Suspended, _HandlerCancelled
+    global _ProtocolError, _CancelledError, _CoroutineType, _partial
+    from nanosocket.server import connection_core as core
+
+    _DROPPED = core._DROPPED
+    _PONG_FRAME = core.PONG_FRAME
+    _pong_frame = core.pong_frame
+    _reserved = core.PEER_RESERVED_EVENTS
+    _decode_event = core.decode_event
+    _event_frame = core.event_frame
+    _ack_frame = core.ack_frame
+    _check_emit_name = core.check_emit_name
+    _invoke = core.invoke
+    _run_started = core.run_started
+    _Suspended = core.Suspended
+    _HandlerCancelled = core.HandlerCancelled
+    _ProtocolError = core.ProtocolError
+    _CancelledError = core.asyncio.CancelledError
+    _CoroutineType = core.CoroutineType
+    _partial = core.partial
+    _CONNECTED = core._CONNECTED  # last: it marks the module as loaded
+    return 0
+
+
+cdef class ConnectionCore:
+    """See server/connection_core.PyConnectionCore (the spec)."""
+
+    cdef public object _codec
+    cdef public object _handlers
+    cdef public object _host
+    cdef public object _pid
+    cdef public object _shared
+    cdef public object _state
+    cdef public object _ws
+
+    # ------------------------------------------------------------- messages in
+
+    def _receive(self, message):
+        """A message from the client (the WebSocket's on_message)."""
+        if _CONNECTED is None:
+            _load()
+        if self._state is not _CONNECTED:
+            self._receive_early(message)
+            return
+        self._host.stats.messages_in += 1
+        try:
+            decoded = _decode_event(message)
+            if type(decoded) is tuple:
+                event, args, ack = <tuple> decoded
+                self._run(event, args, ack)
+            else:
+                self._receive_other(decoded)
+        except _ProtocolError as exc:
+            self._violation(exc)
+
+    def _dispatch(self, event, args, ack):
+        """Run the handlers of a client event; the first one answers ``ack``."""
+        if _CONNECTED is None:
+            _load()
+        self._run(event, args, ack)
+
+    cdef int _run(self, str event, args, ack) except -1:
+        if (len(event) and event[0] == "$") or event in _reserved:
+            if event == "$ping":
+                self.send_frame(_PONG_FRAME if not args else _pong_frame(args))
+                return 0
+            self._refuse(event, ack)
+            return 0
+        table = self._shared
+        shared = (<dict> table).get(event) if table else None
+        own = self._handlers
+        handlers = own.get(event) if own is not None else None
+        arguments = args
+        if handlers is None:
+            if shared is None:
+                if ack is not None:
+                    self._send_ack_error(ack, f"no handler for event {event!r}")
+                return 0
+            handlers = shared
+            arguments = (self, *args)
+        elif shared is not None:
+            self._run_handlers(shared, (self, *args), ack)
+            ack = None
+        cdef Py_ssize_t count
+        for handler in handlers:
+            try:
+                count = len(arguments)
+                if handler.is_async or count < handler.min_args or count > handler.most_args:
+                    result = _invoke(handler, arguments)
+                else:
+                    try:
+                        result = handler.fn(*arguments)
+                    except _CancelledError as exc:
+                        raise _HandlerCancelled() from exc
+                    if type(result) is _CoroutineType:
+                        result = _run_started(result)
+            except Exception as exc:
+                self._handler_failed(exc, ack)
+                ack = None
+                continue
+            if type(result) is _Suspended:
+                self._host._handler_tasks.add(result.task)
+                result.task.add_done_callback(_partial(self._handler_finished, ack))
+            elif ack is not None:
+                if self._codec is None:
+                    try:
+                        frame = _ack_frame(ack, [result])
+                    except TypeError:
+                        self._send_ack(ack, result)
+                    else:
+                        if self._state is _CONNECTED:
+                            self._write_frame(frame, False)
+                else:
+                    self._send_ack(ack, result)
+            ack = None
+        return 0
+
+    # ------------------------------------------------------------ frames out
+
+    def emit(self, event, *args):
+        """Send ``event`` with ``args`` to this client; DROPPED when it is not connected."""
+        if _CONNECTED is None:
+            _load()
+        if self._pid is not None:
+            return self._emit_logged(event, args)
+        if self._state is not _CONNECTED:
+            _check_emit_name(event)
+            return _DROPPED
+        if self._codec is not None:
+            return self._emit_encoded(event, args)
+        frame = _event_frame(event, args)
+        status = self._ws.send_frame(frame, False)
+        if status is not _DROPPED:
+            stats = self._host.stats
+            stats.messages_out += 1
+            stats.bytes_out += len(<bytes> frame)
+        return status
+
+    def send_frame(self, frame, bint volatile=False):
+        """Write a ready-made frame (see the spec); DROPPED until the socket is connected."""
+        if _CONNECTED is None:
+            _load()
+        if self._state is not _CONNECTED:
+            return _DROPPED
+        return self._write_frame(frame, volatile)
+
+    def _write(self, frame, bint volatile=False):
+        """Write a frame to the WebSocket and count it."""
+        if _CONNECTED is None:
+            _load()
+        return self._write_frame(frame, volatile)
+
+    cdef object _write_frame(self, frame, bint volatile):
+        status = self._ws.send_frame(frame, volatile)
+        stats = self._host.stats
+        if status is not _DROPPED:
+            stats.messages_out += 1
+            stats.bytes_out += len(<bytes> frame) if type(frame) is bytes else frame.last_size
+        elif volatile:
+            stats.volatile_dropped += 1
+        return status
