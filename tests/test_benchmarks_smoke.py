@@ -6,7 +6,8 @@ builds it, runs ``echo`` for about a second and a 50-connection ``conns`` run ag
 measures (``benchmarks/apps/nanosocket_events.py``), and talks to a deliberately awkward test server
 (fragmented replies, 16- and 64-bit lengths, pings, heartbeat frames, a room broadcast) to check its
 client side. It also checks numbered acks (``{a}``, ``--ack-prefix``) against the event server, the
-Socket.IO dialect against a small fake Socket.IO server, and the C calibration server (refserver).
+Socket.IO dialect against a small fake Socket.IO server, the C calibration server (refserver), and
+that the driver of the instruction counts (benchmarks/instructions.py) has every message handled.
 """
 
 from __future__ import annotations
@@ -540,3 +541,17 @@ def test_reliable_emits_counts_every_commit(tmp_path: Path) -> None:
     assert figures["commits"] == figures["expected_commits"] == 180
     assert figures["duplicates"] == figures["lost"] == figures["out_of_order"] == figures["calls_failed"] == 0
     assert figures["copies_answered_from_the_store"] == figures["acks_dropped"]
+
+
+@pytest.mark.parametrize(("scenario", "messages"), [("echo", 90), ("acks", 90), ("fanout", 2)])
+def test_the_instruction_count_driver_has_every_message_handled(scenario: str, messages: int) -> None:
+    """``python -m benchmarks.instructions`` runs this driver under callgrind: it feeds the event
+    server its messages and checks each was handled and answered (here without valgrind)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.instructions", "--drive", scenario, str(messages)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
