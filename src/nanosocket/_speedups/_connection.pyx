@@ -110,8 +110,18 @@ cdef class ConnectionCore:
             handlers = shared
             arguments = (self, *args)
         elif shared is not None:
-            self._run_handlers(shared, (self, *args), ack)
+            self._run_all(shared, (self, *args), ack)
             ack = None
+        self._run_all(handlers, arguments, ack)
+        return 0
+
+    def _run_handlers(self, handlers, arguments, ack):
+        """Run the handlers of one client event in order; the first one answers ``ack``."""
+        if _CONNECTED is None:
+            _load()
+        self._run_all(handlers, arguments, ack)
+
+    cdef int _run_all(self, handlers, arguments, ack) except -1:
         cdef Py_ssize_t count
         for handler in handlers:
             try:

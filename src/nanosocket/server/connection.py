@@ -331,26 +331,6 @@ class Connection(ConnectionCore):
             return
         self._dispatch(event, args, ack)
 
-    def _run_handlers(
-        self, handlers: tuple[Handler, ...], args: list[Any] | tuple[Any, ...], ack: int | None
-    ) -> None:
-        """Run the handlers of one client event in order; the first one answers ``ack``."""
-        for handler in handlers:
-            try:
-                result = invoke(handler, args)
-            except Exception as exc:
-                self._handler_failed(exc, ack)
-                ack = None
-                continue
-            if type(result) is Suspended:
-                # Held until it finishes: a Task only the event loop knows of may be collected
-                # while it waits (on a future nothing else references).
-                self._host._handler_tasks.add(result.task)
-                result.task.add_done_callback(partial(self._handler_finished, ack))
-            elif ack is not None:
-                self._send_ack(ack, result)
-            ack = None
-
     # ------------------------------------------------------ at-least-once emits
 
     def _dispatch_once(self, event: str, args: list[Any], ack: int | None, mid: object) -> None:

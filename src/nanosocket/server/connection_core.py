@@ -16,7 +16,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._speedups import enabled as speedups_enabled
-from ..dispatch import HandlerCancelled, HandlerRegistry, Suspended, invoke, run_started
+from ..dispatch import Handler, HandlerCancelled, HandlerRegistry, Suspended, invoke, run_started
 from ..errors import ProtocolError
 from ..protocol.deflate import OutgoingMessage, PerMessageDeflate
 from ..protocol.envelope import (
@@ -78,7 +78,6 @@ class PyConnectionCore:
         def _violation(self, error: ProtocolError) -> None: ...
         def _refuse(self, event: str, ack: int | None) -> None: ...
         def _send_ack_error(self, ack: int, message: str, **detail: Any) -> None: ...
-        def _run_handlers(self, handlers: Any, args: Any, ack: int | None) -> None: ...
         def _handler_failed(self, error: BaseException, ack: int | None) -> None: ...
         def _handler_finished(self, ack: int | None, task: asyncio.Task[Any]) -> None: ...
         def _send_ack(self, ack: int, result: Any) -> None: ...
@@ -132,7 +131,12 @@ class PyConnectionCore:
             # Both kinds: the shared handlers run (and answer the ack) first.
             self._run_handlers(shared, (self, *args), ack)
             ack = None
-        # Connection._run_handlers(handlers, arguments, ack), inline: this runs for every event.
+        self._run_handlers(handlers, arguments, ack)
+
+    def _run_handlers(
+        self, handlers: tuple[Handler, ...], arguments: list[Any] | tuple[Any, ...], ack: int | None
+    ) -> None:
+        """Run the handlers of one client event in order; the first one answers ``ack``."""
         for handler in handlers:
             try:
                 count = len(arguments)
