@@ -553,5 +553,6 @@ def test_the_instruction_count_driver_has_every_message_handled(scenario: str, m
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -7,10 +7,9 @@ core and again on pure Python.
 
 from __future__ import annotations
 
-import inspect
-import os
+import pytest
+from tests.twins import check_selected, check_shape
 
-from nanosocket._speedups import enabled as speedups_enabled
 from nanosocket.server import connection_core
 from nanosocket.server.connection import Connection
 from nanosocket.server.connection_core import PyConnectionCore
@@ -23,25 +22,11 @@ except ImportError:
 
 
 def test_the_compiled_core_is_selected_when_built_and_allowed() -> None:
-    """``make test`` sets NANOSOCKET_REQUIRE_SPEEDUPS=1: there the build must have compiled."""
-    if os.environ.get("NANOSOCKET_REQUIRE_SPEEDUPS") == "1" and speedups_enabled():
-        assert compiled is not None, "the compiled speedups were not built"
-    if compiled is not None and speedups_enabled():
-        assert connection_core.ConnectionCore is compiled.ConnectionCore
-    else:
-        assert connection_core.ConnectionCore is PyConnectionCore
+    check_selected(connection_core.ConnectionCore, PyConnectionCore, compiled and compiled.ConnectionCore)
     assert Connection.__mro__[1] is connection_core.ConnectionCore
     assert Socket.emit is connection_core.ConnectionCore.emit
 
 
-def _methods(cls: type) -> set[str]:
-    return {name for name, value in vars(cls).items() if callable(value) and not name.startswith("__")}
-
-
+@pytest.mark.skipif(compiled is None, reason="the compiled twin was not built")
 def test_the_twin_has_the_specs_methods_and_fields() -> None:
-    if compiled is None:
-        return  # nothing to compare: the pure-Python core is the only one
-    assert _methods(PyConnectionCore) == _methods(compiled.ConnectionCore)
-    members = vars(compiled.ConnectionCore).items()
-    fields = {name for name, value in members if inspect.isgetsetdescriptor(value)}
-    assert fields == set(PyConnectionCore.__slots__)
+    check_shape(PyConnectionCore, compiled.ConnectionCore)
