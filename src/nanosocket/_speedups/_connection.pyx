@@ -53,6 +53,15 @@ cdef int _load() except -1:
     return 0
 
 
+cdef class MessageCounters:
+    """See server/connection_core.PyMessageCounters (the spec)."""
+
+    cdef public long long messages_in
+    cdef public long long messages_out
+    cdef public long long bytes_out
+    cdef public long long volatile_dropped
+
+
 cdef class ConnectionCore:
     """See server/connection_core.PyConnectionCore (the spec)."""
 
@@ -73,7 +82,7 @@ cdef class ConnectionCore:
         if self._state is not _CONNECTED:
             self._receive_early(message)
             return
-        self._host.stats.messages_in += 1
+        (<MessageCounters?> self._host.stats).messages_in += 1
         try:
             decoded = _decode_event(message)
             if type(decoded) is tuple:
@@ -171,8 +180,9 @@ cdef class ConnectionCore:
             return self._emit_encoded(event, args)
         frame = _event_frame(event, args)
         status = self._ws.send_frame(frame, False)
+        cdef MessageCounters stats
         if status is not _DROPPED:
-            stats = self._host.stats
+            stats = <MessageCounters?> self._host.stats
             stats.messages_out += 1
             stats.bytes_out += len(<bytes> frame)
         return status
@@ -193,7 +203,7 @@ cdef class ConnectionCore:
 
     cdef object _write_frame(self, frame, bint volatile):
         status = self._ws.send_frame(frame, volatile)
-        stats = self._host.stats
+        cdef MessageCounters stats = <MessageCounters?> self._host.stats
         if status is not _DROPPED:
             stats.messages_out += 1
             stats.bytes_out += len(<bytes> frame) if type(frame) is bytes else frame.last_size

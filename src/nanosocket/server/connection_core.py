@@ -33,7 +33,7 @@ from ..transport import SendStatus, WebSocket
 if TYPE_CHECKING:
     from .connection import ConnectionHost
 
-__all__ = ["ConnectionCore", "PyConnectionCore", "SocketState"]
+__all__ = ["ConnectionCore", "MessageCounters", "PyConnectionCore", "PyMessageCounters", "SocketState"]
 
 
 class SocketState(IntEnum):
@@ -56,6 +56,19 @@ def pong_frame(args: list[Any]) -> bytes:
 
 
 PONG_FRAME: Final = pong_frame([])
+
+
+class PyMessageCounters:
+    """The server's counters that every message moves (the base of ``metrics.Stats``): in the
+    compiled twin they are C integers, which the compiled core adds to without a Python int."""
+
+    __slots__ = ("bytes_out", "messages_in", "messages_out", "volatile_dropped")
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_out = 0
+        self.volatile_dropped = 0
 
 
 class PyConnectionCore:
@@ -218,10 +231,11 @@ class PyConnectionCore:
 
 if TYPE_CHECKING:
     ConnectionCore = PyConnectionCore
+    MessageCounters = PyMessageCounters
 else:
-    ConnectionCore = PyConnectionCore
+    ConnectionCore, MessageCounters = PyConnectionCore, PyMessageCounters
     if speedups_enabled():
         try:
-            from .._speedups._connection import ConnectionCore
-        except ImportError:  # not compiled: the pure-Python version above is used
+            from .._speedups._connection import ConnectionCore, MessageCounters
+        except ImportError:  # not compiled: the pure-Python versions above are used
             pass

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from ..adapters.base import AdapterStats
 from ..protocol.deflate import DeflateStats
+from .connection_core import MessageCounters
 
 __all__ = ["Stats", "current_rss"]
 
@@ -34,38 +35,31 @@ def current_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class Stats:
-    """What the server counts."""
+class Stats(MessageCounters):
+    """What the server counts (the counters every message moves are MessageCounters')."""
 
     __slots__ = (
         "_last_sample",
         "_sampler",
         "backpressure_closes",
-        "bytes_out",
         "compression",
         "connections_rejected",
         "connections_total",
         "disconnections_total",
         "handler_errors",
-        "messages_in",
-        "messages_out",
         "messages_per_second",
         "protocol_errors",
         "rate_limited",
         "started",
         "unknown_acks",
-        "volatile_dropped",
     )
 
     def __init__(self) -> None:
+        super().__init__()
         self.started = time.monotonic()
         self.connections_total = 0
         self.disconnections_total = 0
         self.connections_rejected = 0
-        self.messages_in = 0
-        self.messages_out = 0
-        self.bytes_out = 0
-        self.volatile_dropped = 0
         self.backpressure_closes = 0
         self.protocol_errors = 0
         #: Connections closed over their rate limit (rate_limit_messages / rate_limit_bytes).
