@@ -87,7 +87,7 @@ cdef class ConnectionCore:
             decoded = _decode_event(message)
             if type(decoded) is tuple:
                 event, args, ack = <tuple> decoded
-                self._run(event, args, ack)
+                _run(self, event, args, ack)
             else:
                 self._receive_other(decoded)
         except _ProtocolError as exc:
@@ -97,73 +97,13 @@ cdef class ConnectionCore:
         """Run the handlers of a client event; the first one answers ``ack``."""
         if _CONNECTED is None:
             _load()
-        self._run(event, args, ack)
-
-    cdef int _run(self, str event, args, ack) except -1:
-        if (len(event) and event[0] == "$") or event in _reserved:
-            if event == "$ping":
-                self.send_frame(_PONG_FRAME if not args else _pong_frame(args))
-                return 0
-            self._refuse(event, ack)
-            return 0
-        table = self._shared
-        shared = (<dict> table).get(event) if table else None
-        own = self._handlers
-        handlers = own.get(event) if own is not None else None
-        arguments = args
-        if handlers is None:
-            if shared is None:
-                if ack is not None:
-                    self._send_ack_error(ack, f"no handler for event {event!r}")
-                return 0
-            handlers = shared
-            arguments = (self, *args)
-        elif shared is not None:
-            self._run_all(shared, (self, *args), ack)
-            ack = None
-        self._run_all(handlers, arguments, ack)
-        return 0
+        _run(self, event, args, ack)
 
     def _run_handlers(self, handlers, arguments, ack):
         """Run the handlers of one client event in order; the first one answers ``ack``."""
         if _CONNECTED is None:
             _load()
-        self._run_all(handlers, arguments, ack)
-
-    cdef int _run_all(self, handlers, arguments, ack) except -1:
-        cdef Py_ssize_t count
-        for handler in handlers:
-            try:
-                count = len(arguments)
-                if handler.is_async or count < handler.min_args or count > handler.most_args:
-                    result = _invoke(handler, arguments)
-                else:
-                    try:
-                        result = handler.fn(*arguments)
-                    except _CancelledError as exc:
-                        raise _HandlerCancelled() from exc
-                    if type(result) is _CoroutineType:
-                        result = _run_started(result)
-            except Exception as exc:
-                self._handler_failed(exc, ack)
-                ack = None
-                continue
-            if type(result) is _Suspended:
-                self._host._handler_tasks.add(result.task)
-                result.task.add_done_callback(_partial(self._handler_finished, ack))
-            elif ack is not None:
-                if self._codec is None:
-                    try:
-                        frame = _ack_frame(ack, [result])
-                    except TypeError:
-                        self._send_ack(ack, result)
-                    else:
-                        if self._state is _CONNECTED:
-                            self._write_frame(frame, False)
-                else:
-                    self._send_ack(ack, result)
-            ack = None
-        return 0
+        _run_all(self, handlers, arguments, ack)
 
     # ------------------------------------------------------------ frames out
 
@@ -193,20 +133,85 @@ cdef class ConnectionCore:
             _load()
         if self._state is not _CONNECTED:
             return _DROPPED
-        return self._write_frame(frame, volatile)
+        return _write_frame(self, frame, volatile)
 
     def _write(self, frame, bint volatile=False):
         """Write a frame to the WebSocket and count it."""
         if _CONNECTED is None:
             _load()
-        return self._write_frame(frame, volatile)
+        return _write_frame(self, frame, volatile)
 
-    cdef object _write_frame(self, frame, bint volatile):
-        status = self._ws.send_frame(frame, volatile)
-        cdef MessageCounters stats = <MessageCounters?> self._host.stats
-        if status is not _DROPPED:
-            stats.messages_out += 1
-            stats.bytes_out += len(<bytes> frame) if type(frame) is bytes else frame.last_size
-        elif volatile:
-            stats.volatile_dropped += 1
-        return status
+
+# The core's C-level helpers are functions, not cdef methods: a class with cdef methods carries a
+# pointer to its method table in every instance (8 bytes per connection).
+cdef int _run(ConnectionCore self, str event, args, ack) except -1:
+    if (len(event) and event[0] == "$") or event in _reserved:
+        if event == "$ping":
+            self.send_frame(_PONG_FRAME if not args else _pong_frame(args))
+            return 0
+        self._refuse(event, ack)
+        return 0
+    table = self._shared
+    shared = (<dict> table).get(event) if table else None
+    own = self._handlers
+    handlers = own.get(event) if own is not None else None
+    arguments = args
+    if handlers is None:
+        if shared is None:
+            if ack is not None:
+                self._send_ack_error(ack, f"no handler for event {event!r}")
+            return 0
+        handlers = shared
+        arguments = (self, *args)
+    elif shared is not None:
+        _run_all(self, shared, (self, *args), ack)
+        ack = None
+    _run_all(self, handlers, arguments, ack)
+    return 0
+
+
+cdef int _run_all(ConnectionCore self, handlers, arguments, ack) except -1:
+    cdef Py_ssize_t count
+    for handler in handlers:
+        try:
+            count = len(arguments)
+            if handler.is_async or count < handler.min_args or count > handler.most_args:
+                result = _invoke(handler, arguments)
+            else:
+                try:
+                    result = handler.fn(*arguments)
+                except _CancelledError as exc:
+                    raise _HandlerCancelled() from exc
+                if type(result) is _CoroutineType:
+                    result = _run_started(result)
+        except Exception as exc:
+            self._handler_failed(exc, ack)
+            ack = None
+            continue
+        if type(result) is _Suspended:
+            self._host._handler_tasks.add(result.task)
+            result.task.add_done_callback(_partial(self._handler_finished, ack))
+        elif ack is not None:
+            if self._codec is None:
+                try:
+                    frame = _ack_frame(ack, [result])
+                except TypeError:
+                    self._send_ack(ack, result)
+                else:
+                    if self._state is _CONNECTED:
+                        _write_frame(self, frame, False)
+            else:
+                self._send_ack(ack, result)
+        ack = None
+    return 0
+
+
+cdef object _write_frame(ConnectionCore self, frame, bint volatile):
+    status = self._ws.send_frame(frame, volatile)
+    cdef MessageCounters stats = <MessageCounters?> self._host.stats
+    if status is not _DROPPED:
+        stats.messages_out += 1
+        stats.bytes_out += len(<bytes> frame) if type(frame) is bytes else frame.last_size
+    elif volatile:
+        stats.volatile_dropped += 1
+    return status

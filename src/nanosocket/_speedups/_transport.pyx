@@ -63,7 +63,7 @@ cdef class WebSocketCore:
             conn.receive_data(data)
         finally:
             self._corked = False
-        self._write_out(conn)
+        _write_out(self, conn)
 
     def text_received(self, text):
         callback = self._on_message
@@ -105,7 +105,7 @@ cdef class WebSocketCore:
         cdef Py_ssize_t pending = conn.pending_bytes
         cdef list waiting
         if pending >= _COALESCE_LIMIT or pending >= (limit >> 1):
-            self._write_out(conn)
+            _write_out(self, conn)
             return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
         if not self._flush_pending:
             self._flush_pending = True
@@ -125,7 +125,7 @@ cdef class WebSocketCore:
         assert transport is not None
         cdef Py_ssize_t pending = conn.pending_bytes
         if pending >= _COALESCE_LIMIT or pending >= (<Py_ssize_t> self._options.max_backpressure >> 1):
-            self._write_out(conn)
+            _write_out(self, conn)
         elif not self._flush_pending:
             self._flush_pending = True
             endpoint = self._endpoint
@@ -134,20 +134,23 @@ cdef class WebSocketCore:
 
     def _flush(self, conn):
         """Write what the core queued; then act on a finished close."""
-        self._write_out(conn)
+        _write_out(self, conn)
 
-    cdef int _write_out(self, conn) except -1:
-        if _DROPPED is None:
-            _load()
-        data = conn.data_to_send()
-        transport = self._transport
-        if transport is None:
-            return 0
-        if data:
-            transport.write(data)
-        if conn.state is _CLOSED:
-            self._closed_by_protocol(conn)
+
+# A function, not a cdef method: a class with cdef methods carries a pointer to its method table in
+# every instance (8 bytes per connection).
+cdef int _write_out(WebSocketCore self, conn) except -1:
+    if _DROPPED is None:
+        _load()
+    data = conn.data_to_send()
+    transport = self._transport
+    if transport is None:
         return 0
+    if data:
+        transport.write(data)
+    if conn.state is _CLOSED:
+        self._closed_by_protocol(conn)
+    return 0
 
 
 def flush_all(list pending):
