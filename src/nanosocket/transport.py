@@ -178,8 +178,9 @@ class PyWebSocketCore:
         if transport is None:
             return _DROPPED
         # buffered_amount and _over_backpressure, inline (this runs once per broadcast recipient).
-        unsent = transport.get_write_buffer_size()
-        buffered = unsent + conn.pending_bytes if self._flush_pending else unsent
+        buffered = transport.get_write_buffer_size()
+        if self._flush_pending:
+            buffered += conn.pending_bytes
         options = self._options
         if buffered > options.max_backpressure:
             if not volatile and options.backpressure_policy == "close":
@@ -189,24 +190,7 @@ class PyWebSocketCore:
             conn.send_raw(frame)
         else:
             conn.send_message(frame)  # type: ignore[arg-type]  # an OutgoingMessage
-        if self._corked:
-            # A read batch is being handled: its single write follows.
-            return _SUCCESS
-        # _flush_if_uncorked and Flusher.add, inline (this runs once per broadcast recipient).
-        pending = conn.pending_bytes
-        if pending >= COALESCE_LIMIT or pending >= options.max_backpressure >> 1:
-            self._flush(conn)
-            return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
-        if not self._flush_pending:
-            # Written once at the end of this loop iteration (see _flush_if_uncorked).
-            self._flush_pending = True
-            endpoint = self._endpoint
-            waiting = (endpoint.flusher if endpoint is not None else self._flusher())._pending
-            if not waiting:
-                asyncio.get_running_loop().call_soon(flush_all, waiting)
-            waiting.append(self)
-        # Nothing was written meanwhile: the kernel's share is what it was.
-        return _SUCCESS if not unsent else _BACKPRESSURE
+        return self._flush_if_uncorked(conn)
 
     def _flush_if_uncorked(self, conn: WebSocketConnection) -> SendStatus:
         if self._corked:
@@ -245,18 +229,12 @@ def py_flush_all(pending: list[PyWebSocketCore]) -> None:
     waiting = pending.copy()
     pending.clear()
     for ws in waiting:
-        # WebSocket._flush, inline (this runs once per broadcast recipient).
         ws._flush_pending = False
         conn = ws._conn
-        transport = ws._transport
-        if conn is None or transport is None or ws._lost:
+        if conn is None or ws._lost:
             continue
         try:
-            data = conn.data_to_send()
-            if data:
-                transport.write(data)
-            if conn.state is _CLOSED:
-                ws._closed_by_protocol(conn)
+            ws._flush(conn)
         except Exception:
             logger.exception("deferred write failed")
 

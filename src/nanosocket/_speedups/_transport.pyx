@@ -100,45 +100,24 @@ cdef class WebSocketCore:
             conn.send_raw(frame)
         else:
             conn.send_message(frame)
-        if self._corked:
-            return _SUCCESS
-        cdef Py_ssize_t pending = conn.pending_bytes
-        cdef list waiting
-        if pending >= _COALESCE_LIMIT or pending >= (limit >> 1):
-            _write_out(self, conn)
-            return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
-        if not self._flush_pending:
-            self._flush_pending = True
-            endpoint = self._endpoint
-            waiting = (endpoint.flusher if endpoint is not None else self._flusher())._pending
-            if not waiting:
-                _running_loop().call_soon(flush_all, waiting)
-            waiting.append(self)
-        return _SUCCESS if not unsent else _BACKPRESSURE
+        return _queue_write(self, conn, transport, unsent, limit)
 
     def _flush_if_uncorked(self, conn):
         if _DROPPED is None:
             _load()
-        if self._corked:
-            return _SUCCESS
         transport = self._transport
         assert transport is not None
-        cdef Py_ssize_t pending = conn.pending_bytes
-        if pending >= _COALESCE_LIMIT or pending >= (<Py_ssize_t> self._options.max_backpressure >> 1):
-            _write_out(self, conn)
-        elif not self._flush_pending:
-            self._flush_pending = True
-            endpoint = self._endpoint
-            (endpoint.flusher if endpoint is not None else self._flusher()).add(self)
-        return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
+        return _queue_write(
+            self, conn, transport, transport.get_write_buffer_size(), self._options.max_backpressure
+        )
 
     def _flush(self, conn):
         """Write what the core queued; then act on a finished close."""
         _write_out(self, conn)
 
 
-# A function, not a cdef method: a class with cdef methods carries a pointer to its method table in
-# every instance (8 bytes per connection).
+# The core's C-level helpers are functions, not cdef methods: a class with cdef methods carries a
+# pointer to its method table in every instance (8 bytes per connection).
 cdef int _write_out(WebSocketCore self, conn) except -1:
     if _DROPPED is None:
         _load()
@@ -153,6 +132,28 @@ cdef int _write_out(WebSocketCore self, conn) except -1:
     return 0
 
 
+cdef object _queue_write(WebSocketCore self, conn, transport, Py_ssize_t unsent, Py_ssize_t limit):
+    """WebSocketCore._flush_if_uncorked (see the spec), given what the transport holds unsent
+    and the backpressure limit (a send has read both already)."""
+    if self._corked:
+        return _SUCCESS  # a read batch is being handled: its single write follows
+    cdef Py_ssize_t pending = conn.pending_bytes
+    cdef list waiting
+    if pending >= _COALESCE_LIMIT or pending >= (limit >> 1):
+        _write_out(self, conn)
+        return _SUCCESS if not transport.get_write_buffer_size() else _BACKPRESSURE
+    if not self._flush_pending:
+        # Flusher.add, inline (this runs once per broadcast recipient).
+        self._flush_pending = True
+        endpoint = self._endpoint
+        waiting = (endpoint.flusher if endpoint is not None else self._flusher())._pending
+        if not waiting:
+            _running_loop().call_soon(flush_all, waiting)
+        waiting.append(self)
+    # Nothing was written meanwhile: the kernel's share is what it was.
+    return _SUCCESS if not unsent else _BACKPRESSURE
+
+
 def flush_all(list pending):
     """Write the output of every connection in ``pending`` (and empty it): the Flusher's work."""
     if _DROPPED is None:
@@ -164,14 +165,9 @@ def flush_all(list pending):
         ws = <WebSocketCore> item
         ws._flush_pending = False
         conn = ws._conn
-        transport = ws._transport
-        if conn is None or transport is None or ws._lost:
+        if conn is None or ws._lost:
             continue
         try:
-            data = conn.data_to_send()
-            if data:
-                transport.write(data)
-            if conn.state is _CLOSED:
-                ws._closed_by_protocol(conn)
+            _write_out(ws, conn)
         except Exception:
             _logger.exception("deferred write failed")
