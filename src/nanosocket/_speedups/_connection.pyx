@@ -118,14 +118,7 @@ cdef class ConnectionCore:
             return _DROPPED
         if self._codec is not None:
             return self._emit_encoded(event, args)
-        frame = _event_frame(event, args)
-        status = self._ws.send_frame(frame, False)
-        cdef MessageCounters stats
-        if status is not _DROPPED:
-            stats = <MessageCounters?> self._host.stats
-            stats.messages_out += 1
-            stats.bytes_out += len(<bytes> frame)
-        return status
+        return _write_frame(self, _event_frame(event, args), False)
 
     def send_frame(self, frame, bint volatile=False):
         """Write a ready-made frame (see the spec); DROPPED until the socket is connected."""
@@ -211,7 +204,11 @@ cdef object _write_frame(ConnectionCore self, frame, bint volatile):
     cdef MessageCounters stats = <MessageCounters?> self._host.stats
     if status is not _DROPPED:
         stats.messages_out += 1
-        stats.bytes_out += len(<bytes> frame) if type(frame) is bytes else frame.last_size
+        # Two statements: in a conditional expression both sides would be Python ints.
+        if type(frame) is bytes:
+            stats.bytes_out += len(<bytes> frame)
+        else:
+            stats.bytes_out += frame.last_size
     elif volatile:
         stats.volatile_dropped += 1
     return status

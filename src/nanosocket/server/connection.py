@@ -48,7 +48,7 @@ from ..protocol.envelope import check_message_id as mid_problem
 from ..protocol.frames import BINARY, TEXT, build_frame
 from ..protocol.handshake import Request, keep_request
 from ..transport import SendStatus, WebSocket
-from .connection_core import ConnectionCore, SocketState
+from .connection_core import _CONNECTED, _DROPPED, ConnectionCore, SocketState
 from .metrics import Stats
 
 if TYPE_CHECKING:
@@ -79,12 +79,6 @@ NO_AUTH: Final = object()
 
 #: Events a socket raises for its own handlers, and how many arguments each passes.
 SOCKET_LOCAL_EVENTS: Final = {"disconnect": 1, "disconnecting": 1, "error": 1}
-
-
-# Enum members as module constants: an attribute of an Enum class costs a metaclass lookup.
-_CONNECTED: Final = SocketState.CONNECTED
-_DROPPED: Final = SendStatus.DROPPED
-_SUCCESS: Final = SendStatus.SUCCESS
 
 
 class ConnectionHost(Protocol):

@@ -47,6 +47,7 @@ class SocketState(IntEnum):
 # Enum members as module constants: an attribute of an Enum class costs a metaclass lookup.
 _CONNECTED: Final = SocketState.CONNECTED
 _DROPPED: Final = SendStatus.DROPPED
+_SUCCESS: Final = SendStatus.SUCCESS
 
 
 def pong_frame(args: list[Any]) -> bytes:
@@ -197,14 +198,8 @@ class PyConnectionCore:
             return _DROPPED
         if self._codec is not None:
             return self._emit_encoded(event, args)
-        # The common case in one call (envelope, JSON and frame), then _write, inline.
-        frame = event_frame(event, args)
-        status = self._ws.send_frame(frame, False)
-        if status is not _DROPPED:
-            stats = self._host.stats
-            stats.messages_out += 1
-            stats.bytes_out += len(frame)
-        return status
+        # The common case: envelope, JSON and frame in one call.
+        return self._write(event_frame(event, args))
 
     def send_frame(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
         """Write a ready-made frame (the adapter's fan-out calls this for every recipient); an

@@ -13,7 +13,8 @@ from ..protocol.envelope import check_emit_name, encode_emit, encode_event
 from ..protocol.handshake import Headers, kept_headers, kept_target, target_query
 from ..transport import SendStatus
 from .broadcast import BroadcastOperator, room_set
-from .connection import _CONNECTED, _DROPPED, _SUCCESS, NO_AUTH, SOCKET_LOCAL_EVENTS, Connection, SocketState
+from .connection import NO_AUTH, SOCKET_LOCAL_EVENTS, Connection, SocketState
+from .connection_core import _CONNECTED, _DROPPED, _SUCCESS
 
 __all__ = ["Handshake", "Socket"]
 
