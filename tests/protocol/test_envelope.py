@@ -132,6 +132,61 @@ def test_the_compiled_twin_gives_the_specs_frame(event: str, args: tuple[Any, ..
     assert _outcome(compiled, event, args) == _outcome(py_event_frame, event, args)
 
 
+# Arguments the compiled twin writes itself (ASCII strings needing no escape, ints of a long
+# long, bools, None) and their near misses, which orjson writes: the same bytes either way.
+PLAIN_ARGUMENTS = [
+    (),
+    ("x",),
+    ("", " ", "/", "\x7f", "~", "a'b"),
+    ('a"b',),
+    ("a\\b",),
+    ("a\nb", "\x00", "\x1f"),
+    ("été",),
+    ("\u2028",),
+    (0, -0, 1, -1, 9, 10, -10, 99, -100, 1234567890),
+    (2**63 - 1, -(2**63)),
+    (2**63, 2**64 - 1, -(2**63) - 1, 2**64),
+    (True, False, None),
+    (1, "x", None, True, -7, "y", False),
+    (1.5,),
+    ([1, "x"],),
+    ({"k": "v"},),
+]
+
+
+class _Name(str):
+    pass
+
+
+class _Number(int):
+    pass
+
+
+@pytest.mark.parametrize("event_frame", IMPLEMENTATIONS)
+@pytest.mark.parametrize("args", [*PLAIN_ARGUMENTS, (_Name("x"),), (_Number(3),)], ids=repr)
+def test_plain_arguments_and_their_near_misses_give_the_specs_frame(
+    event_frame: Any, args: tuple[Any, ...]
+) -> None:
+    assert _outcome(event_frame, "echo", args) == _outcome(py_event_frame, "echo", args)
+    assert _outcome(event_frame, "echo", list(args)) == _outcome(py_event_frame, "echo", list(args))
+
+
+PLAIN_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=8)
+    | st.text(max_size=3)
+)
+
+
+@pytest.mark.skipif(len(IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(args=st.lists(PLAIN_SCALARS, max_size=5).map(tuple))
+def test_the_compiled_twin_writes_plain_arguments_as_the_spec(args: tuple[Any, ...]) -> None:
+    compiled = IMPLEMENTATIONS[1].values[0]
+    assert _outcome(compiled, "echo", args) == _outcome(py_event_frame, "echo", args)
+
+
 # ---------------------------------------------------------------------------- ack frames
 
 
@@ -161,6 +216,23 @@ def test_an_ack_reply_with_bytes_is_binary_and_unencodable_ones_raise(ack_frame:
     outcome = _outcome(ack_frame, 1, [object()])
     assert outcome[0] is TypeError
     assert outcome == _outcome(py_ack_frame, 1, [object()])
+
+
+@pytest.mark.parametrize("ack_frame", ACK_IMPLEMENTATIONS)
+@pytest.mark.parametrize("results", PLAIN_ARGUMENTS, ids=repr)
+@pytest.mark.parametrize("ack", [0, 7, 2**53 - 1, 2**63 - 1, 2**63, True], ids=repr)
+def test_plain_results_and_their_near_misses_give_the_specs_ack_frame(
+    ack_frame: Any, results: tuple[Any, ...], ack: int
+) -> None:
+    assert _outcome(ack_frame, ack, list(results)) == _outcome(py_ack_frame, ack, list(results))
+    assert _outcome(ack_frame, ack, results) == _outcome(py_ack_frame, ack, results)
+
+
+@pytest.mark.skipif(len(ACK_IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(ack=st.integers(0, 2**64), results=st.lists(PLAIN_SCALARS, max_size=4))
+def test_the_compiled_twin_writes_plain_results_as_the_spec(ack: int, results: list[Any]) -> None:
+    compiled = ACK_IMPLEMENTATIONS[1].values[0]
+    assert _outcome(compiled, ack, results) == _outcome(py_ack_frame, ack, results)
 
 
 @pytest.mark.skipif(len(ACK_IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
@@ -301,6 +373,92 @@ PLAIN_LAYOUT_TEXTS = [
 @pytest.mark.parametrize("text", PLAIN_LAYOUT_TEXTS)
 def test_the_client_layout_and_its_near_misses_decode_as_the_spec(decode_event: Any, text: str) -> None:
     assert _outcome(decode_event, text) == _outcome(py_decode_event, text)
+
+
+# Argument arrays the compiled twin reads itself (strings without escapes, integers of up to 18
+# digits, true, false, null, no whitespace) and near misses of them, which orjson reads. Compared
+# by repr: True and 1, or 1 and 1.0, are equal but not the same value.
+PLAIN_ARRAYS = [
+    "[]",
+    '[""]',
+    '["a",1,-0,0,true,false,null,-123,"~\x7f/"]',
+    "[123456789012345678,-123456789012345678]",
+    "[1234567890123456789]",
+    "[-9223372036854775808]",
+    "[99999999999999999999]",
+    "[01]",
+    "[-01]",
+    "[-]",
+    "[1.0]",
+    "[1e5]",
+    "[1E5]",
+    "[-1.5e-3]",
+    "[tru]",
+    "[truex]",
+    "[true,]",
+    "[nul]",
+    "[nulls]",
+    "[fals]",
+    '["a\\u0041"]',
+    '["a\\"b"]',
+    '["a\tb"]',
+    '["a",]',
+    '[,"a"]',
+    '["a" ,1]',
+    '["a",1 ]',
+    '[ "a"]',
+    '["a"1]',
+    '["a""b"]',
+    '["a]',
+    '["a"],["b"]',
+    "[[1],2]",
+    '[{"a":1}]',
+    "[1,,2]",
+]
+
+
+@pytest.mark.parametrize("decode_event", DECODE_IMPLEMENTATIONS)
+@pytest.mark.parametrize("array", PLAIN_ARRAYS)
+@pytest.mark.parametrize("ack", ["", ',"ack":4'])
+def test_plain_argument_arrays_and_their_near_misses_decode_as_the_spec(
+    decode_event: Any, array: str, ack: str
+) -> None:
+    text = '{"event":"echo","data":' + array + ack + "}"
+    assert repr(_outcome(decode_event, text)) == repr(_outcome(py_decode_event, text))
+
+
+ARRAY_PIECES = [
+    '"a"',
+    '""',
+    '"\\n"',
+    "1",
+    "-1",
+    "0",
+    "-0",
+    "12",
+    "1.5",
+    "true",
+    "false",
+    "null",
+    ",",
+    " ",
+    "[",
+    "]",
+    "-",
+    "e",
+]
+
+
+@pytest.mark.skipif(len(DECODE_IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(
+    items=st.lists(st.sampled_from(ARRAY_PIECES) | st.integers(-(2**64), 2**64).map(str), max_size=8).map(
+        "".join
+    )
+)
+def test_any_argument_array_decodes_as_the_spec(items: str) -> None:
+    compiled = DECODE_IMPLEMENTATIONS[1].values[0]
+    text = '{"event":"echo","data":[' + items + "]}"
+    assert repr(_outcome(compiled, text)) == repr(_outcome(py_decode_event, text))
 
 
 # Pieces of envelopes and of JSON, put together at random after the event layout's beginning.

@@ -11,14 +11,18 @@ code.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLong
+from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_Substring
+from libc.stdio cimport snprintf
 from libc.string cimport memcmp, memcpy
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object text)
     void* PyUnicode_DATA(object text)
+    long long PyLong_AsLongLongAndOverflow(object number, int* overflow) except? -1
 
-from ._kernels cimport header_size, write_header
+from ._kernels cimport header_size, plain_span, write_header
 
 # Bound on first use: protocol/envelope.py imports this module.
 cdef object _json_dumps = None
@@ -88,22 +92,125 @@ def event_frame(event, args):
     prefix = _prefixes.get(event) if type(event) is str else None
     if prefix is None:
         prefix = _event_prefix(event)
-    try:
-        data = _json_dumps(args)
-    except TypeError:
-        # Bytes in the arguments (msgpack), or a value neither codec takes: the spec decides.
-        return _py_event_frame(event, args)
+    # Arguments that are all plain scalars are written here; anything else is orjson's.
+    cdef Py_ssize_t body = _plain_size(args) if type(args) is tuple or type(args) is list else -1
+    data = None
+    if body < 0:
+        try:
+            data = _json_dumps(args)
+        except TypeError:
+            # Bytes in the arguments (msgpack), or a value neither codec takes: the spec decides.
+            return _py_event_frame(event, args)
+        body = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t head = PyBytes_GET_SIZE(prefix)
-    cdef Py_ssize_t body = PyBytes_GET_SIZE(data)
     cdef Py_ssize_t n = head + body + 1
     cdef Py_ssize_t header = header_size(n)
     cdef bytes frame = PyBytes_FromStringAndSize(NULL, header + n)
     cdef unsigned char* out = <unsigned char*> PyBytes_AS_STRING(frame)
     write_header(out, 0x81, n, False)
     memcpy(out + header, PyBytes_AS_STRING(prefix), head)
-    memcpy(out + header + head, PyBytes_AS_STRING(data), body)
+    if data is None:
+        _write_plain(args, <char*> out + header + head)
+    else:
+        memcpy(out + header + head, PyBytes_AS_STRING(data), body)
     out[header + n - 1] = 0x7D  # }
     return frame
+
+
+cdef Py_ssize_t _plain_string_size(str text):
+    """The JSON size of an ASCII ``text`` that needs no escape (orjson writes it as it is,
+    between quotes); -1 for any other text."""
+    if not PyUnicode_IS_ASCII(text):
+        return -1
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(text)
+    if plain_span(<const unsigned char*> PyUnicode_DATA(text), n) != n:
+        return -1
+    return n + 2
+
+
+cdef Py_ssize_t _plain_int_size(object number):
+    """The JSON size of an int that fits a long long (its decimal digits); -1 for a larger one."""
+    cdef int overflow = 0
+    cdef long long value = PyLong_AsLongLongAndOverflow(number, &overflow)
+    if overflow:
+        return -1
+    cdef Py_ssize_t size = 1
+    if value < 0:
+        value = -(value // 10)  # the last digit apart: -LLONG_MIN would not fit a long long
+        if value == 0:
+            return 2  # a minus and one digit
+        size = 3  # a minus, the last digit and the first one
+    while value >= 10:
+        value //= 10
+        size += 1
+    return size
+
+
+cdef Py_ssize_t _plain_size(object items):
+    """The size of the JSON array of ``items`` (a list or a tuple) when each is a plain scalar (an
+    ASCII str that needs no escape, an int that fits a long long, a bool or None: what this
+    module writes itself, byte for byte as orjson does); -1 when one is anything else."""
+    cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(items)
+    cdef Py_ssize_t size = count + 1 if count else 2  # brackets and commas
+    cdef Py_ssize_t item_size
+    cdef Py_ssize_t index
+    for index in range(count):
+        item = <object> PySequence_Fast_GET_ITEM(items, index)
+        kind = type(item)
+        if kind is str:
+            item_size = _plain_string_size(<str> item)
+        elif kind is int:
+            item_size = _plain_int_size(item)
+        elif item is None or item is True:
+            item_size = 4
+        elif item is False:
+            item_size = 5
+        else:
+            return -1
+        if item_size < 0:
+            return -1
+        size += item_size
+    return size
+
+
+cdef Py_ssize_t _write_int(char* out, object number):
+    """Write the decimal digits of an int that ``_plain_int_size`` measured; return their size."""
+    cdef char digits[24]
+    cdef int used = snprintf(digits, sizeof(digits), "%lld", PyLong_AsLongLong(number))
+    memcpy(out, digits, used)
+    return used
+
+
+cdef void _write_plain(object items, char* out):
+    """Write the JSON array of ``items``, which ``_plain_size`` measured."""
+    cdef Py_ssize_t pos = 1
+    cdef Py_ssize_t n
+    cdef Py_ssize_t index
+    out[0] = b"["
+    for index in range(PySequence_Fast_GET_SIZE(items)):
+        if index:
+            out[pos] = b","
+            pos += 1
+        item = <object> PySequence_Fast_GET_ITEM(items, index)
+        kind = type(item)
+        if kind is str:
+            n = PyUnicode_GET_LENGTH(item)
+            out[pos] = b'"'
+            memcpy(out + pos + 1, PyUnicode_DATA(item), n)
+            out[pos + 1 + n] = b'"'
+            pos += n + 2
+        elif kind is int:
+            pos += _write_int(out + pos, item)
+        elif item is None:
+            memcpy(out + pos, b"null", 4)
+            pos += 4
+        elif item is True:
+            memcpy(out + pos, b"true", 4)
+            pos += 4
+        else:
+            memcpy(out + pos, b"false", 5)
+            pos += 5
+    out[pos] = b"]"
 
 
 def ack_frame(ack, results):
@@ -111,11 +218,36 @@ def ack_frame(ack, results):
     msgpack when a result holds bytes); an unencodable result raises TypeError."""
     if _json_dumps is None:
         _load()
-    try:
-        payload = _json_dumps({"ack": ack, "data": results})
-    except TypeError:
-        return _py_ack_frame(ack, results)
-    return _text_frame(payload)
+    # Plain results after an ack id that fits a long long are written here, the rest by orjson.
+    cdef Py_ssize_t digits = -1
+    cdef Py_ssize_t body = -1
+    if type(ack) is int and (type(results) is list or type(results) is tuple):
+        digits = _plain_int_size(ack)
+        if digits >= 0:
+            body = _plain_size(results)
+    if body < 0:
+        try:
+            payload = _json_dumps({"ack": ack, "data": results})
+        except TypeError:
+            return _py_ack_frame(ack, results)
+        return _text_frame(payload)
+    cdef Py_ssize_t n = _ACK_HEAD + digits + _DATA_HEAD + body + 1
+    cdef Py_ssize_t header = header_size(n)
+    cdef bytes frame = PyBytes_FromStringAndSize(NULL, header + n)
+    cdef char* out = PyBytes_AS_STRING(frame)
+    write_header(<unsigned char*> out, 0x81, n, False)
+    out += header
+    memcpy(out, b'{"ack":', _ACK_HEAD)
+    out += _ACK_HEAD
+    out += _write_int(out, ack)
+    memcpy(out, b',"data":', _DATA_HEAD)
+    _write_plain(results, out + _DATA_HEAD)
+    out[_DATA_HEAD + body] = b"}"
+    return frame
+
+
+cdef Py_ssize_t _ACK_HEAD = 7  # len('{"ack":')
+cdef Py_ssize_t _DATA_HEAD = 8  # len(',"data":')
 
 
 cdef Py_ssize_t _EVENT_KEY = 10  # len('{"event":"')
@@ -168,13 +300,74 @@ cdef object _plain_event(str message):
         stop = digit - _ACK_KEY
         if text[stop - 1] != b"]":
             return None
-    try:
-        args = _json_loads(PyUnicode_Substring(message, start, stop))
-    except _json_error:
-        return None  # not one array (another key follows, or malformed): the general path's
-    if type(args) is not list:
-        return None
+    args = _plain_array(message, text, start, stop)
+    if args is None:
+        try:
+            args = _json_loads(PyUnicode_Substring(message, start, stop))
+        except _json_error:
+            return None  # not one array (another key follows, or malformed): the general path's
+        if type(args) is not list:
+            return None
     return PyUnicode_Substring(message, _EVENT_KEY, end), args, (None if ack < 0 else ack)
+
+
+cdef Py_ssize_t _MAX_PLAIN_DIGITS = 18  # any integer of up to 18 digits fits a long long
+
+
+cdef object _plain_array(str message, const char* text, Py_ssize_t start, Py_ssize_t stop):
+    """The list that ``message[start:stop]`` (ASCII, from ``[`` to ``]``) holds when each item is
+    a string without escapes or control characters, an integer of at most 18 digits, ``true``,
+    ``false`` or ``null``, with no whitespace: what orjson makes of it, without its parser's
+    set-up (most events carry a few such arguments). None for anything else, which orjson reads."""
+    cdef list items = []
+    cdef Py_ssize_t pos = start + 1
+    cdef Py_ssize_t end = stop - 1  # the closing bracket
+    cdef Py_ssize_t first
+    cdef long long value
+    cdef bint negative
+    cdef char c
+    if pos == end:
+        return items
+    while True:
+        c = text[pos]
+        if c == b'"':
+            pos += 1
+            first = pos
+            pos += plain_span(<const unsigned char*> text + pos, end - pos)
+            if pos == end or text[pos] != b'"':
+                return None  # an escape or a control character (or no closing quote)
+            items.append(PyUnicode_Substring(message, first, pos))
+            pos += 1
+        elif c == b"-" or b"0" <= c <= b"9":
+            negative = c == b"-"
+            if negative:
+                pos += 1
+            first = pos
+            value = 0
+            while pos < end and b"0" <= text[pos] <= b"9" and pos - first < _MAX_PLAIN_DIGITS:
+                value = value * 10 + (text[pos] - 48)
+                pos += 1
+            if pos == first or (text[first] == b"0" and pos - first > 1):
+                return None  # no digit, or a leading zero (which JSON does not allow)
+            items.append(-value if negative else value)
+        elif c == b"t" and end - pos >= 4 and memcmp(text + pos, b"true", 4) == 0:
+            items.append(True)
+            pos += 4
+        elif c == b"f" and end - pos >= 5 and memcmp(text + pos, b"false", 5) == 0:
+            items.append(False)
+            pos += 5
+        elif c == b"n" and end - pos >= 4 and memcmp(text + pos, b"null", 4) == 0:
+            items.append(None)
+            pos += 4
+        else:
+            return None
+        # After an item: the closing bracket, or a comma and another item. Anything else (a
+        # fraction, an exponent, a 19th digit, whitespace) is orjson's to read.
+        if pos == end:
+            return items
+        if text[pos] != b"," or pos + 1 == end:
+            return None
+        pos += 1
 
 
 def decode_event(message):
