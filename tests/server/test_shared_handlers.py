@@ -239,3 +239,23 @@ def test_registration_checks_the_name_and_the_signature_once() -> None:
     # server.on, which keeps them for the server's own events.
     server.socket_on("connection", echo)
     assert list(server._socket_handlers) == ["echo", "connection"]
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 8, 9, 20])
+async def test_any_number_of_arguments_reaches_shared_and_own_handlers(ns: Harness, count: int) -> None:
+    # The compiled core passes up to eight arguments (the socket counts for shared handlers)
+    # from where they are and more through a tuple: both sides of that bound, both kinds.
+    server = await ns.start()
+    got: list[tuple[str, tuple[Any, ...]]] = []
+
+    @server.socket_on("many")
+    def shared(socket: Socket, *args: Any) -> int:
+        got.append(("shared", (socket, *args)))
+        return len(args)
+
+    server.on("connection", lambda s: s.on("many", lambda *args: got.append(("own", args))))
+    peer, socket = await connected(ns, server)
+    data = [f"a{index}" if index % 2 else index for index in range(count)]
+    peer.send({"event": "many", "data": data, "ack": 1})
+    assert (await peer.expect_ack(1))["data"] == [count]
+    assert got == [("shared", (socket, *data)), ("own", tuple(data))]

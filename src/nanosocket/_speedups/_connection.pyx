@@ -7,6 +7,13 @@ frame of the framework runs between the engine and the application's handler.
 The rest of a connection is ``Connection``'s own Python, which this class calls by name.
 """
 
+from cpython.object cimport PyObject
+from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
+
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
+    size_t PY_VECTORCALL_ARGUMENTS_OFFSET
+
 # Bound on first use: server/connection_core.py imports this module.
 cdef object _CONNECTED = None
 cdef object _DROPPED = None
@@ -103,7 +110,9 @@ cdef class ConnectionCore:
         """Run the handlers of one client event in order; the first one answers ``ack``."""
         if _CONNECTED is None:
             _load()
-        _run_all(self, handlers, arguments, ack)
+        if type(arguments) is not list and type(arguments) is not tuple:
+            arguments = list(arguments)
+        _run_all(self, handlers, None, arguments, ack)
 
     # ------------------------------------------------------------ frames out
 
@@ -148,31 +157,33 @@ cdef int _run(ConnectionCore self, str event, args, ack) except -1:
     shared = (<dict> table).get(event) if table else None
     own = self._handlers
     handlers = own.get(event) if own is not None else None
-    arguments = args
+    if type(args) is not list and type(args) is not tuple:
+        args = list(args)
     if handlers is None:
         if shared is None:
             if ack is not None:
                 self._send_ack_error(ack, f"no handler for event {event!r}")
             return 0
-        handlers = shared
-        arguments = (self, *args)
-    elif shared is not None:
-        _run_all(self, shared, (self, *args), ack)
+        _run_all(self, shared, self, args, ack)  # a shared handler takes the socket first
+        return 0
+    if shared is not None:
+        _run_all(self, shared, self, args, ack)
         ack = None
-    _run_all(self, handlers, arguments, ack)
+    _run_all(self, handlers, None, args, ack)
     return 0
 
 
-cdef int _run_all(ConnectionCore self, handlers, arguments, ack) except -1:
-    cdef Py_ssize_t count
+cdef int _run_all(ConnectionCore self, handlers, socket, args, ack) except -1:
+    """PyConnectionCore._run_handlers with ``socket`` before ``args`` (a list or a tuple) when it
+    is not None: the arguments are passed from where they are, with no tuple built for them."""
+    cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(args) + (socket is not None)
     for handler in handlers:
         try:
-            count = len(arguments)
             if handler.is_async or count < handler.min_args or count > handler.most_args:
-                result = _invoke(handler, arguments)
+                result = _invoke(handler, (socket, *args) if socket is not None else args)
             else:
                 try:
-                    result = handler.fn(*arguments)
+                    result = _call(handler.fn, socket, args, count)
                 except _CancelledError as exc:
                     raise _HandlerCancelled() from exc
                 if type(result) is _CoroutineType:
@@ -197,6 +208,25 @@ cdef int _run_all(ConnectionCore self, handlers, arguments, ack) except -1:
                 self._send_ack(ack, result)
         ack = None
     return 0
+
+
+cdef Py_ssize_t _MAX_STACK_ARGS = 8
+
+
+cdef object _call(fn, socket, args, Py_ssize_t count):
+    """``fn(socket, *args)`` (``fn(*args)`` when ``socket`` is None) by vectorcall, the arguments
+    read from where they are (up to eight; more go through a tuple)."""
+    if count > _MAX_STACK_ARGS:
+        return fn(socket, *args) if socket is not None else fn(*args)
+    cdef PyObject* stack[9]  # stack[0] is free for the callee (PY_VECTORCALL_ARGUMENTS_OFFSET)
+    cdef Py_ssize_t first = 1
+    cdef Py_ssize_t index
+    if socket is not None:
+        stack[1] = <PyObject*> socket
+        first = 2
+    for index in range(PySequence_Fast_GET_SIZE(args)):
+        stack[first + index] = PySequence_Fast_GET_ITEM(args, index)
+    return PyObject_Vectorcall(fn, stack + 1, <size_t> count | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL)
 
 
 cdef object _write_frame(ConnectionCore self, frame, bint volatile):
