@@ -10,6 +10,8 @@ The rest of a connection is ``Connection``'s own Python, which this class calls 
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 
+from ._transport cimport WebSocketCore, send_frame_of
+
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
     size_t PY_VECTORCALL_ARGUMENTS_OFFSET
@@ -230,7 +232,11 @@ cdef object _call(fn, socket, args, Py_ssize_t count):
 
 
 cdef object _write_frame(ConnectionCore self, frame, bint volatile):
-    status = self._ws.send_frame(frame, volatile)
+    ws = self._ws
+    if isinstance(ws, WebSocketCore):
+        status = send_frame_of(<WebSocketCore> ws, frame, volatile)  # its send_frame, in C
+    else:
+        status = ws.send_frame(frame, volatile)
     cdef MessageCounters stats = <MessageCounters?> self._host.stats
     if status is not _DROPPED:
         stats.messages_out += 1

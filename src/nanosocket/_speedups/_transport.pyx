@@ -41,16 +41,7 @@ cdef int _load() except -1:
 cdef class WebSocketCore:
     """See transport.PyWebSocketCore (the spec)."""
 
-    cdef public object _client
-    cdef public object _conn
-    cdef public bint _corked
-    cdef public object _endpoint
-    cdef public bint _flush_pending
-    cdef public Py_ssize_t _idle_ticks
-    cdef public bint _lost
-    cdef public object _on_message
-    cdef public object _options
-    cdef public object _transport
+    # Its fields are declared in _transport.pxd (the connection core reads this type in C).
 
     def data_received(self, data):
         conn = self._conn
@@ -80,27 +71,7 @@ cdef class WebSocketCore:
 
     def send_frame(self, frame, bint volatile=False):
         """Send a ready-made server frame (see the spec)."""
-        if _DROPPED is None:
-            _load()
-        conn = self._conn
-        if conn is None or conn.state is not _OPEN:
-            return _DROPPED
-        transport = self._transport
-        if transport is None:
-            return _DROPPED
-        cdef Py_ssize_t unsent = transport.get_write_buffer_size()
-        cdef Py_ssize_t buffered = unsent + conn.pending_bytes if self._flush_pending else unsent
-        options = self._options
-        cdef Py_ssize_t limit = options.max_backpressure
-        if buffered > limit:
-            if not volatile and options.backpressure_policy == "close":
-                self.abort_slow_consumer()
-            return _DROPPED
-        if type(frame) is bytes:
-            conn.send_raw(frame)
-        else:
-            conn.send_message(frame)
-        return _queue_write(self, conn, transport, unsent, limit)
+        return send_frame_of(self, frame, volatile)
 
     def _flush_if_uncorked(self, conn):
         if _DROPPED is None:
@@ -118,6 +89,31 @@ cdef class WebSocketCore:
 
 # The core's C-level helpers are functions, not cdef methods: a class with cdef methods carries a
 # pointer to its method table in every instance (8 bytes per connection).
+cdef object send_frame_of(WebSocketCore self, frame, bint volatile):
+    """WebSocketCore.send_frame, which the compiled connection core calls in C."""
+    if _DROPPED is None:
+        _load()
+    conn = self._conn
+    if conn is None or conn.state is not _OPEN:
+        return _DROPPED
+    transport = self._transport
+    if transport is None:
+        return _DROPPED
+    cdef Py_ssize_t unsent = transport.get_write_buffer_size()
+    cdef Py_ssize_t buffered = unsent + conn.pending_bytes if self._flush_pending else unsent
+    options = self._options
+    cdef Py_ssize_t limit = options.max_backpressure
+    if buffered > limit:
+        if not volatile and options.backpressure_policy == "close":
+            self.abort_slow_consumer()
+        return _DROPPED
+    if type(frame) is bytes:
+        conn.send_raw(frame)
+    else:
+        conn.send_message(frame)
+    return _queue_write(self, conn, transport, unsent, limit)
+
+
 cdef int _write_out(WebSocketCore self, conn) except -1:
     if _DROPPED is None:
         _load()
