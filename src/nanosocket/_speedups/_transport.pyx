@@ -8,6 +8,8 @@ The rest of a connection (handshakes, closing, heartbeats, ``recv``) is ``WebSoc
 Python, which this class calls by name.
 """
 
+from ._websocket cimport CLOSED, OPEN, WebSocketConnection, data_to_send_of, send_raw_of
+
 # Bound on first use: nanosocket.transport imports this module.
 cdef object _DROPPED = None
 cdef object _SUCCESS = None
@@ -94,36 +96,50 @@ cdef object send_frame_of(WebSocketCore self, frame, bint volatile):
     if _DROPPED is None:
         _load()
     conn = self._conn
-    if conn is None or conn.state is not _OPEN:
+    if conn is None:
+        return _DROPPED
+    # The compiled engine's state and queue are read in C; any other engine by its attributes.
+    cdef WebSocketConnection engine = conn if type(conn) is WebSocketConnection else None
+    if (engine._state != OPEN) if engine is not None else (conn.state is not _OPEN):
         return _DROPPED
     transport = self._transport
     if transport is None:
         return _DROPPED
     cdef Py_ssize_t unsent = transport.get_write_buffer_size()
-    cdef Py_ssize_t buffered = unsent + conn.pending_bytes if self._flush_pending else unsent
+    cdef Py_ssize_t buffered = unsent
+    if self._flush_pending:
+        buffered += _pending_bytes(engine, conn)
     options = self._options
     cdef Py_ssize_t limit = options.max_backpressure
     if buffered > limit:
         if not volatile and options.backpressure_policy == "close":
             self.abort_slow_consumer()
         return _DROPPED
-    if type(frame) is bytes:
-        conn.send_raw(frame)
-    else:
+    if type(frame) is not bytes:
         conn.send_message(frame)
+    elif engine is not None:
+        send_raw_of(engine, frame)
+    else:
+        conn.send_raw(frame)
     return _queue_write(self, conn, transport, unsent, limit)
+
+
+cdef inline Py_ssize_t _pending_bytes(WebSocketConnection engine, conn) except -1:
+    """The bytes the engine ``conn`` holds for the peer (``engine``: it, when compiled)."""
+    return engine._out_len if engine is not None else conn.pending_bytes
 
 
 cdef int _write_out(WebSocketCore self, conn) except -1:
     if _DROPPED is None:
         _load()
-    data = conn.data_to_send()
+    cdef WebSocketConnection engine = conn if type(conn) is WebSocketConnection else None
+    data = data_to_send_of(engine) if engine is not None else conn.data_to_send()
     transport = self._transport
     if transport is None:
         return 0
     if data:
         transport.write(data)
-    if conn.state is _CLOSED:
+    if (engine._state == CLOSED) if engine is not None else (conn.state is _CLOSED):
         self._closed_by_protocol(conn)
     return 0
 
@@ -133,7 +149,7 @@ cdef object _queue_write(WebSocketCore self, conn, transport, Py_ssize_t unsent,
     and the backpressure limit (a send has read both already)."""
     if self._corked:
         return _SUCCESS  # a read batch is being handled: its single write follows
-    cdef Py_ssize_t pending = conn.pending_bytes
+    cdef Py_ssize_t pending = _pending_bytes(conn if type(conn) is WebSocketConnection else None, conn)
     cdef list waiting
     if pending >= _COALESCE_LIMIT or pending >= (limit >> 1):
         _write_out(self, conn)

@@ -55,11 +55,8 @@ cdef extern from "Python.h":
     const long long LLONG_MAX
 
 
+# The state values (OPEN, CLOSING, CLOSED) are declared in _websocket.pxd.
 cdef enum:
-    # State values (protocol/websocket.py's State).
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
     # Opcodes (protocol/frames.py).
     CONTINUATION = 0x0
     TEXT = 0x1
@@ -118,11 +115,7 @@ if hasattr(os, "register_at_fork"):
 cdef class _Limits:
     """An options object's limits as C integers (one for every connection with that options)."""
 
-    cdef readonly object options
-    cdef long long max_payload
-    cdef long long max_compressed
-    cdef long long max_fragments
-    cdef long long max_control
+    # Its fields are declared in _websocket.pxd.
 
 
 cdef _Limits _last_limits = None
@@ -256,32 +249,7 @@ cdef class WebSocketConnection:
     server requires masked frames and sends unmasked ones (so one broadcast frame fits all).
     """
 
-    cdef _Limits _limits
-    #: What is told of messages, pings and pongs (a FrameHandler).
-    cdef public object handler
-    #: permessage-deflate as negotiated in the opening handshake; None: not negotiated.
-    cdef public object deflate
-    #: Code and reason of the close: the peer's, ours on failure, 1006 when dropped.
-    cdef public object close_code
-    cdef public object close_reason
-    # The bytes of a partial frame, while one is pending.
-    cdef bytearray _pending
-    # The fragmented message being received: its bytes so far, and its decompressor if compressed.
-    cdef bytearray _msg_parts
-    cdef object _inflation
-    # What is queued for the peer: a bytes object of ours (grown in place) or, alone, a caller's.
-    cdef PyObject* _out
-    cdef Py_ssize_t _out_len
-    # How many bytes the pending partial frame needs before it is worth parsing again.
-    cdef Py_ssize_t _need
-    cdef long long _msg_frames
-    cdef unsigned char _state
-    cdef unsigned char _client
-    cdef unsigned char _msg_opcode
-    cdef unsigned char _out_owned
-    cdef unsigned char _utf8_left
-    cdef unsigned char _utf8_low
-    cdef unsigned char _utf8_high
+    # Its fields are declared in _websocket.pxd (the transport core reads them in C).
 
     def __init__(self, handler, options, *, client, deflate=None):
         if _STATES is None:
@@ -408,17 +376,7 @@ cdef class WebSocketConnection:
 
     def data_to_send(self):
         """Return (and forget) the bytes queued for the peer, as one buffer."""
-        cdef PyObject* out = self._out
-        if out == NULL:
-            return b""
-        cdef Py_ssize_t used = self._out_len
-        self._out = NULL
-        self._out_len = 0
-        if self._out_owned and _bytes_size(out) != used:
-            _PyBytes_Resize(&out, used)
-        data = <object> out
-        Py_XDECREF(out)
-        return data
+        return data_to_send_of(self)
 
     def send_text(self, text):
         """Queue one text message (compressed when permessage-deflate is on and it is big enough)."""
@@ -483,8 +441,7 @@ cdef class WebSocketConnection:
 
     def send_raw(self, frame):
         """Queue a ready-made frame (a server's broadcast frame, built once for all recipients)."""
-        _require_open(self)
-        _queue_object(self, frame)
+        send_raw_of(self, frame)
 
     def send_close(self, code=_NORMAL, reason=""):
         """Start the closing handshake; a no-op unless the connection is open."""
@@ -882,6 +839,28 @@ cdef int _queue_payload(WebSocketConnection self, object opcode, object payload,
         _next_mask_key(key)
         mask_key = PyBytes_FromStringAndSize(<char*> key, 4)
     return _queue_object(self, py_build_frame(opcode, payload, fin=fin, mask_key=mask_key))
+
+
+cdef object data_to_send_of(WebSocketConnection self):
+    """WebSocketConnection.data_to_send, which the compiled transport core calls in C."""
+    cdef PyObject* out = self._out
+    if out == NULL:
+        return b""
+    cdef Py_ssize_t used = self._out_len
+    self._out = NULL
+    self._out_len = 0
+    if self._out_owned and _bytes_size(out) != used:
+        _PyBytes_Resize(&out, used)
+    data = <object> out
+    Py_XDECREF(out)
+    return data
+
+
+cdef int send_raw_of(WebSocketConnection self, object frame) except -1:
+    """WebSocketConnection.send_raw, which the compiled transport core calls in C."""
+    _require_open(self)
+    _queue_object(self, frame)
+    return 0
 
 
 cdef int _queue_object(WebSocketConnection self, object frame) except -1:
