@@ -232,11 +232,8 @@ cdef object _call(fn, socket, args, Py_ssize_t count):
 
 
 cdef object _write_frame(ConnectionCore self, frame, bint volatile):
-    ws = self._ws
-    if isinstance(ws, WebSocketCore):
-        status = send_frame_of(<WebSocketCore> ws, frame, volatile)  # its send_frame, in C
-    else:
-        status = ws.send_frame(frame, volatile)
+    # The WebSocket's core is the compiled one (this module cannot be imported without it).
+    status = send_frame_of(<WebSocketCore?> self._ws, frame, volatile)
     cdef MessageCounters stats = <MessageCounters?> self._host.stats
     if status is not _DROPPED:
         stats.messages_out += 1

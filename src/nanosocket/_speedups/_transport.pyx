@@ -14,8 +14,6 @@ from ._websocket cimport CLOSED, OPEN, WebSocketConnection, data_to_send_of, sen
 cdef object _DROPPED = None
 cdef object _SUCCESS = None
 cdef object _BACKPRESSURE = None
-cdef object _OPEN = None
-cdef object _CLOSED = None
 cdef object _logger = None
 cdef object _running_loop = None
 cdef Py_ssize_t _COALESCE_LIMIT = 0
@@ -23,7 +21,7 @@ cdef int _INTERNAL_ERROR = 1011
 
 
 cdef int _load() except -1:
-    global _DROPPED, _SUCCESS, _BACKPRESSURE, _OPEN, _CLOSED, _logger, _COALESCE_LIMIT, _running_loop
+    global _DROPPED, _SUCCESS, _BACKPRESSURE, _logger, _COALESCE_LIMIT, _running_loop
     from nanosocket import transport
 
     # The event loop as the transport module sees it (this module imports no I/O library).
@@ -31,8 +29,6 @@ cdef int _load() except -1:
 
     _SUCCESS = transport._SUCCESS
     _BACKPRESSURE = transport._BACKPRESSURE
-    _OPEN = transport._OPEN
-    _CLOSED = transport._CLOSED
     _logger = transport.logger
     _COALESCE_LIMIT = transport.COALESCE_LIMIT
     assert int(transport.CloseCode.INTERNAL_ERROR) == _INTERNAL_ERROR
@@ -98,9 +94,10 @@ cdef object send_frame_of(WebSocketCore self, frame, bint volatile):
     conn = self._conn
     if conn is None:
         return _DROPPED
-    # The compiled engine's state and queue are read in C; any other engine by its attributes.
-    cdef WebSocketConnection engine = conn if type(conn) is WebSocketConnection else None
-    if (engine._state != OPEN) if engine is not None else (conn.state is not _OPEN):
+    # The engine is the compiled one (this module cannot be imported without it): its state
+    # and queue are read in C.
+    cdef WebSocketConnection engine = <WebSocketConnection?> conn
+    if engine._state != OPEN:
         return _DROPPED
     transport = self._transport
     if transport is None:
@@ -108,48 +105,42 @@ cdef object send_frame_of(WebSocketCore self, frame, bint volatile):
     cdef Py_ssize_t unsent = transport.get_write_buffer_size()
     cdef Py_ssize_t buffered = unsent
     if self._flush_pending:
-        buffered += _pending_bytes(engine, conn)
+        buffered += engine._out_len
     options = self._options
     cdef Py_ssize_t limit = options.max_backpressure
     if buffered > limit:
         if not volatile and options.backpressure_policy == "close":
             self.abort_slow_consumer()
         return _DROPPED
-    if type(frame) is not bytes:
-        conn.send_message(frame)
-    elif engine is not None:
+    if type(frame) is bytes:
         send_raw_of(engine, frame)
     else:
-        conn.send_raw(frame)
-    return _queue_write(self, conn, transport, unsent, limit)
-
-
-cdef inline Py_ssize_t _pending_bytes(WebSocketConnection engine, conn) except -1:
-    """The bytes the engine ``conn`` holds for the peer (``engine``: it, when compiled)."""
-    return engine._out_len if engine is not None else conn.pending_bytes
+        engine.send_message(frame)
+    return _queue_write(self, engine, transport, unsent, limit)
 
 
 cdef int _write_out(WebSocketCore self, conn) except -1:
     if _DROPPED is None:
         _load()
-    cdef WebSocketConnection engine = conn if type(conn) is WebSocketConnection else None
-    data = data_to_send_of(engine) if engine is not None else conn.data_to_send()
+    cdef WebSocketConnection engine = <WebSocketConnection?> conn
+    data = data_to_send_of(engine)
     transport = self._transport
     if transport is None:
         return 0
     if data:
         transport.write(data)
-    if (engine._state == CLOSED) if engine is not None else (conn.state is _CLOSED):
-        self._closed_by_protocol(conn)
+    if engine._state == CLOSED:
+        self._closed_by_protocol(engine)
     return 0
 
 
-cdef object _queue_write(WebSocketCore self, conn, transport, Py_ssize_t unsent, Py_ssize_t limit):
+cdef object _queue_write(WebSocketCore self, WebSocketConnection conn, transport, Py_ssize_t unsent,
+                         Py_ssize_t limit):
     """WebSocketCore._flush_if_uncorked (see the spec), given what the transport holds unsent
     and the backpressure limit (a send has read both already)."""
     if self._corked:
         return _SUCCESS  # a read batch is being handled: its single write follows
-    cdef Py_ssize_t pending = _pending_bytes(conn if type(conn) is WebSocketConnection else None, conn)
+    cdef Py_ssize_t pending = conn._out_len
     cdef list waiting
     if pending >= _COALESCE_LIMIT or pending >= (limit >> 1):
         _write_out(self, conn)
