@@ -10,6 +10,7 @@ The rest of a connection is ``Connection``'s own Python, which this class calls 
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 
+from ._envelope cimport ack_frame_of, decode_event_of, event_frame_of
 from ._transport cimport WebSocketCore, send_frame_of
 
 cdef extern from "Python.h":
@@ -22,9 +23,6 @@ cdef object _DROPPED = None
 cdef object _PONG_FRAME = None
 cdef object _pong_frame = None
 cdef object _reserved = None
-cdef object _decode_event = None
-cdef object _event_frame = None
-cdef object _ack_frame = None
 cdef object _check_emit_name = None
 cdef object _invoke = None
 cdef object _run_started = None
@@ -37,8 +35,8 @@ cdef object _partial = None
 
 
 cdef int _load() except -1:
-    global _CONNECTED, _DROPPED, _PONG_FRAME, _pong_frame, _reserved, _decode_event, _event_frame
-    global _ack_frame, _check_emit_name, _invoke, _run_started, _Suspended, _HandlerCancelled
+    global _CONNECTED, _DROPPED, _PONG_FRAME, _pong_frame, _reserved
+    global _check_emit_name, _invoke, _run_started, _Suspended, _HandlerCancelled
     global _ProtocolError, _CancelledError, _CoroutineType, _partial
     from nanosocket.server import connection_core as core
 
@@ -46,9 +44,6 @@ cdef int _load() except -1:
     _PONG_FRAME = core.PONG_FRAME
     _pong_frame = core.pong_frame
     _reserved = core.PEER_RESERVED_EVENTS
-    _decode_event = core.decode_event
-    _event_frame = core.event_frame
-    _ack_frame = core.ack_frame
     _check_emit_name = core.check_emit_name
     _invoke = core.invoke
     _run_started = core.run_started
@@ -93,7 +88,7 @@ cdef class ConnectionCore:
             return
         (<MessageCounters?> self._host.stats).messages_in += 1
         try:
-            decoded = _decode_event(message)
+            decoded = decode_event_of(message)
             if type(decoded) is tuple:
                 event, args, ack = <tuple> decoded
                 _run(self, event, args, ack)
@@ -129,7 +124,7 @@ cdef class ConnectionCore:
             return _DROPPED
         if self._codec is not None:
             return self._emit_encoded(event, args)
-        return _write_frame(self, _event_frame(event, args), False)
+        return _write_frame(self, event_frame_of(event, args), False)
 
     def send_frame(self, frame, bint volatile=False):
         """Write a ready-made frame (see the spec); DROPPED until the socket is connected."""
@@ -200,7 +195,7 @@ cdef int _run_all(ConnectionCore self, handlers, socket, args, ack) except -1:
         elif ack is not None:
             if self._codec is None:
                 try:
-                    frame = _ack_frame(ack, [result])
+                    frame = ack_frame_of(ack, [result])
                 except TypeError:
                     self._send_ack(ack, result)
                 else:

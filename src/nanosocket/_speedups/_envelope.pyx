@@ -85,6 +85,11 @@ cdef bytes _event_prefix(event):
 def event_frame(event, args):
     """The server frame of ``event`` with ``args`` (text JSON, or binary msgpack when an argument
     holds bytes); an invalid emit name raises ValueError, an unencodable argument TypeError."""
+    return event_frame_of(event, args)
+
+
+cdef object event_frame_of(event, args):
+    """``event_frame``, which the compiled connection core calls in C."""
     if _json_dumps is None:
         _load()
     # The envelope's JSON as orjson writes it, without building the envelope: the name's part
@@ -216,6 +221,11 @@ cdef void _write_plain(object items, char* out):
 def ack_frame(ack, results):
     """The server frame of the answer ``results`` to the request ``ack`` (text JSON, or binary
     msgpack when a result holds bytes); an unencodable result raises TypeError."""
+    return ack_frame_of(ack, results)
+
+
+cdef object ack_frame_of(ack, results):
+    """``ack_frame``, which the compiled connection core calls in C."""
     if _json_dumps is None:
         _load()
     # Plain results after an ack id that fits a long long are written here, the rest by orjson.
@@ -373,6 +383,11 @@ cdef object _plain_array(str message, const char* text, Py_ssize_t start, Py_ssi
 def decode_event(message):
     """Decode a frame and sort it: ``(event, args, ack)`` for an event envelope that can be
     dispatched as it is, else the decoded value itself (see the spec, ``py_decode_event``)."""
+    return decode_event_of(message)
+
+
+cdef object decode_event_of(message):
+    """``decode_event``, which the compiled connection core calls in C."""
     if _json_dumps is None:
         _load()
     if type(message) is str:
