@@ -32,7 +32,7 @@ typecheck: venv
 # engine, the transport and the server run again on the pure-Python spec the twins copy.
 pytest: venv
 	NANOSOCKET_REQUIRE_SPEEDUPS=1 $(PY) -m pytest -q
-	NANOSOCKET_NO_SPEEDUPS=1 $(PY) -m pytest -q tests/protocol tests/test_transport.py tests/test_transport_twin.py tests/test_endpoint.py tests/server
+	NANOSOCKET_NO_SPEEDUPS=1 $(PY) -m pytest -q tests/protocol tests/test_transport.py tests/test_transport_twin.py tests/test_dispatch_twin.py tests/test_endpoint.py tests/server
 
 # Refreshes the README's screenshots (docs/images/) from the browser tests of the demo and dashboard.
 screenshots: venv browser-deps

@@ -78,8 +78,9 @@ RULES: tuple[Rule, ...] = (
     # Not in DESIGN.md §1 yet: the transport extends the compiled twin of its per-message core
     # (_speedups/_transport) when it was built, as protocol/ picks its kernels' twins.
     Rule("transport", ("nanosocket.transport",), ("protocol", "errors", "options", "_speedups")),
-    # Not in DESIGN.md §1 yet: handler registry and ack table, shared by the server and the client.
-    Rule("dispatch", ("nanosocket.dispatch",), ("protocol", "errors", "options")),
+    # Not in DESIGN.md §1 yet: handler registry and ack table, shared by the server and the client;
+    # a handler extends the compiled twin of its per-call core (_speedups/_dispatch) when built.
+    Rule("dispatch", ("nanosocket.dispatch",), ("protocol", "errors", "options", "_speedups")),
     Rule(
         "endpoint (raw serve/connect)",
         ("nanosocket.endpoint",),

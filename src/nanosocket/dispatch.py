@@ -17,8 +17,9 @@ import sys
 import types
 from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from types import CoroutineType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from ._speedups import enabled as speedups_enabled
 from .errors import AckError, AckTimeoutError
 from .protocol.envelope import PEER_RESERVED_EVENTS
 
@@ -28,7 +29,9 @@ __all__ = [
     "Handler",
     "HandlerArityError",
     "HandlerCancelled",
+    "HandlerCore",
     "HandlerRegistry",
+    "PyHandlerCore",
     "Suspended",
     "call_handler",
     "check_listen",
@@ -58,10 +61,37 @@ class HandlerCancelled(Exception):
         super().__init__("handler cancelled")
 
 
-class Handler:
+class PyHandlerCore:
+    """What a dispatch loop reads of a handler for every call (the base of ``Handler``).
+
+    The spec of its compiled twin (``_speedups/_dispatch``), which keeps these fields as C values
+    that the compiled connection core reads without attribute lookups.
+    """
+
+    __slots__ = ("fn", "is_async", "min_args", "most_args")
+
+    fn: AnyHandler
+    is_async: bool
+    min_args: int
+    #: ``max_args`` as an int (an int comparison per call, not a test for None).
+    most_args: int
+
+
+if TYPE_CHECKING:
+    HandlerCore = PyHandlerCore
+else:
+    HandlerCore = PyHandlerCore
+    if speedups_enabled():
+        try:
+            from ._speedups._dispatch import HandlerCore
+        except ImportError:  # not compiled: the pure-Python version above is used
+            pass
+
+
+class Handler(HandlerCore):
     """A registered handler with what is known of it at registration time."""
 
-    __slots__ = ("fn", "is_async", "max_args", "min_args", "most_args", "once")
+    __slots__ = ("max_args", "once")
 
     def __init__(self, fn: AnyHandler, *, once: bool = False) -> None:
         if not callable(fn):
@@ -69,7 +99,6 @@ class Handler:
         self.fn = fn
         self.once = once
         self.is_async, self.min_args, self.max_args = _describe(fn)
-        #: ``max_args`` as an int (an int comparison per call, not a test for None).
         self.most_args = sys.maxsize if self.max_args is None else self.max_args
 
     def check_arity(self, count: int) -> None:

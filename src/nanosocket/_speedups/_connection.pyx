@@ -10,6 +10,7 @@ The rest of a connection is ``Connection``'s own Python, which this class calls 
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 
+from ._dispatch cimport HandlerCore
 from ._envelope cimport ack_frame_of, decode_event_of, event_frame_of
 from ._transport cimport WebSocketCore, send_frame_of
 
@@ -174,13 +175,15 @@ cdef int _run_all(ConnectionCore self, handlers, socket, args, ack) except -1:
     """PyConnectionCore._run_handlers with ``socket`` before ``args`` (a list or a tuple) when it
     is not None: the arguments are passed from where they are, with no tuple built for them."""
     cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(args) + (socket is not None)
+    cdef HandlerCore described
     for handler in handlers:
         try:
-            if handler.is_async or count < handler.min_args or count > handler.most_args:
+            described = <HandlerCore?> handler  # its description, read as C values
+            if described.is_async or count < described.min_args or count > described.most_args:
                 result = _invoke(handler, (socket, *args) if socket is not None else args)
             else:
                 try:
-                    result = _call(handler.fn, socket, args, count)
+                    result = _call(described.fn, socket, args, count)
                 except _CancelledError as exc:
                     raise _HandlerCancelled() from exc
                 if type(result) is _CoroutineType:
