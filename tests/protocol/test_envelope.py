@@ -461,6 +461,24 @@ def test_any_argument_array_decodes_as_the_spec(items: str) -> None:
     assert repr(_outcome(compiled, text)) == repr(_outcome(py_decode_event, text))
 
 
+@pytest.mark.skipif(len(DECODE_IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(
+    names=st.lists(
+        st.text(alphabet="ab$-_", min_size=1, max_size=4) | st.sampled_from(["a" * 64, "a" * 65, "b" * 65]),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_event_names_read_one_after_another_are_each_their_own(names: list[str]) -> None:
+    # The twin keeps the names it read last (by length and ends, so "ab" and "aab" or "a-b" and
+    # "a_b" meet in one place): each message still gets its own name.
+    compiled = DECODE_IMPLEMENTATIONS[1].values[0]
+    for name in names * 2:
+        event, args, ack = compiled('{"event":"' + name + '","data":[1]}')
+        assert (event, args, ack) == (name, [1], None)
+        assert type(event) is str
+
+
 # Pieces of envelopes and of JSON, put together at random after the event layout's beginning.
 LAYOUT_PIECES = ["[", "]", "{", "}", '"', ",", ":", "0", "1", "7", " ", "\\", "a", ',"ack":', "[1]"]
 

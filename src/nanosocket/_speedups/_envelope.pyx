@@ -12,6 +12,8 @@ code.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLong
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_Substring
 from libc.stdio cimport snprintf
@@ -318,7 +320,34 @@ cdef object _plain_event(str message):
             return None  # not one array (another key follows, or malformed): the general path's
         if type(args) is not list:
             return None
-    return PyUnicode_Substring(message, _EVENT_KEY, end), args, (None if ack < 0 else ack)
+    return _event_name(message, text, end), args, (None if ack < 0 else ack)
+
+
+# The event names read last, by a hash of their length and ends: a client sends the same few
+# names over and over, and a name found here costs no new string and no hashing (its hash is
+# kept) in the lookups that follow. Short names only, so that it holds little.
+cdef PyObject* _names[16]
+cdef Py_ssize_t _MAX_KEPT_NAME = 64
+
+
+cdef object _event_name(str message, const char* text, Py_ssize_t end):
+    """``message[_EVENT_KEY:end]`` (ASCII, the event name of the client layout), from the kept
+    names when it is one of them."""
+    cdef Py_ssize_t n = end - _EVENT_KEY
+    if n > _MAX_KEPT_NAME:
+        return PyUnicode_Substring(message, _EVENT_KEY, end)
+    cdef const char* name = text + _EVENT_KEY
+    cdef Py_ssize_t slot = (n * 31 + <unsigned char> name[0] * 7 + <unsigned char> name[n - 1]) & 15
+    cdef PyObject* kept = _names[slot]
+    if kept != NULL and PyUnicode_GET_LENGTH(<object> kept) == n and memcmp(
+        PyUnicode_DATA(<object> kept), name, n
+    ) == 0:
+        return <object> kept
+    found = PyUnicode_Substring(message, _EVENT_KEY, end)
+    Py_INCREF(found)
+    _names[slot] = <PyObject*> found
+    Py_XDECREF(kept)
+    return found
 
 
 cdef Py_ssize_t _MAX_PLAIN_DIGITS = 18  # any integer of up to 18 digits fits a long long
