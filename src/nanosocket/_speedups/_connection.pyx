@@ -76,6 +76,7 @@ cdef class ConnectionCore:
     cdef public object _pid
     cdef public object _shared
     cdef public object _state
+    cdef public MessageCounters _stats
     cdef public object _ws
 
     # ------------------------------------------------------------- messages in
@@ -87,7 +88,7 @@ cdef class ConnectionCore:
         if self._state is not _CONNECTED:
             self._receive_early(message)
             return
-        (<MessageCounters?> self._host.stats).messages_in += 1
+        self._stats.messages_in += 1
         try:
             decoded = decode_event_of(message)
             if type(decoded) is tuple:
@@ -232,7 +233,7 @@ cdef object _call(fn, socket, args, Py_ssize_t count):
 cdef object _write_frame(ConnectionCore self, frame, bint volatile):
     # The WebSocket's core is the compiled one (this module cannot be imported without it).
     status = send_frame_of(<WebSocketCore?> self._ws, frame, volatile)
-    cdef MessageCounters stats = <MessageCounters?> self._host.stats
+    cdef MessageCounters stats = self._stats
     if status is not _DROPPED:
         stats.messages_out += 1
         # Two statements: in a conditional expression both sides would be Python ints.

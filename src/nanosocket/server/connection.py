@@ -207,6 +207,8 @@ class Connection(ConnectionCore):
     def __init__(self, host: ConnectionHost, ws: WebSocket, request: Request) -> None:
         self.id = new_socket_id()
         self._host = host
+        # Every message counts in it (this slot fills what would be padding, as _shared does).
+        self._stats = host.stats
         self._ws = ws
         # The server's shared handler table (read on every event; this slot fills what would be
         # padding: the object's size class is the same with or without it).
@@ -692,7 +694,7 @@ class Connection(ConnectionCore):
             frame = OutgoingMessage(BINARY if binary else TEXT, payload, broadcast=False)
         status = ws.send_frame(frame, False)
         if status is not _DROPPED:
-            stats = self._host.stats
+            stats = self._stats
             stats.messages_out += 1
             stats.bytes_out += len(frame) if type(frame) is bytes else frame.last_size  # type: ignore[union-attr]
         return status

@@ -75,7 +75,7 @@ class PyMessageCounters:
 class PyConnectionCore:
     """See the module docstring: the spec of ``_speedups/_connection.ConnectionCore``."""
 
-    __slots__ = ("_codec", "_handlers", "_host", "_pid", "_shared", "_state", "_ws")
+    __slots__ = ("_codec", "_handlers", "_host", "_pid", "_shared", "_state", "_stats", "_ws")
 
     _codec: PerMessageDeflate | None
     _handlers: HandlerRegistry | None
@@ -83,6 +83,8 @@ class PyConnectionCore:
     _pid: str | None
     _shared: dict[str, Any]
     _state: SocketState
+    #: The host's ``stats`` (the counters every message moves), reached without the host.
+    _stats: PyMessageCounters
     _ws: WebSocket
 
     if TYPE_CHECKING:
@@ -105,7 +107,7 @@ class PyConnectionCore:
         if self._state is not _CONNECTED:
             self._receive_early(message)
             return
-        self._host.stats.messages_in += 1
+        self._stats.messages_in += 1
         try:
             decoded = decode_event(message)
             if type(decoded) is tuple:
@@ -215,7 +217,7 @@ class PyConnectionCore:
     def _write(self, frame: bytes | OutgoingMessage, volatile: bool = False) -> SendStatus:
         """Write a frame to the WebSocket and count it."""
         status = self._ws.send_frame(frame, volatile)
-        stats = self._host.stats
+        stats = self._stats
         if status is not _DROPPED:
             stats.messages_out += 1
             stats.bytes_out += len(frame) if type(frame) is bytes else frame.last_size  # type: ignore[union-attr]
