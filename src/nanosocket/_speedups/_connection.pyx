@@ -211,7 +211,8 @@ cdef int _run_all(ConnectionCore self, handlers, socket, args, ack) except -1:
     return 0
 
 
-cdef Py_ssize_t _MAX_STACK_ARGS = 8
+cdef enum:
+    _MAX_STACK_ARGS = 8  # arguments passed from a C array; more go through a tuple
 
 
 cdef object _call(fn, socket, args, Py_ssize_t count):
@@ -219,7 +220,8 @@ cdef object _call(fn, socket, args, Py_ssize_t count):
     read from where they are (up to eight; more go through a tuple)."""
     if count > _MAX_STACK_ARGS:
         return fn(socket, *args) if socket is not None else fn(*args)
-    cdef PyObject* stack[9]  # stack[0] is free for the callee (PY_VECTORCALL_ARGUMENTS_OFFSET)
+    # stack[0] is free for the callee (PY_VECTORCALL_ARGUMENTS_OFFSET).
+    cdef PyObject* stack[_MAX_STACK_ARGS + 1]
     cdef Py_ssize_t first = 1
     cdef Py_ssize_t index
     if socket is not None:
