@@ -279,15 +279,9 @@ cdef object _plain_event(str message):
     cdef const char* text = <const char*> PyUnicode_DATA(message)
     if memcmp(text, b'{"event":"', _EVENT_KEY) != 0 or text[n - 1] != b"}":
         return None
-    cdef Py_ssize_t end = _EVENT_KEY
-    cdef char c
-    while end < n:
-        c = text[end]
-        if c == b'"':
-            break
-        if c == b"\\" or c < 0x20:
-            return None  # escapes and control characters: the general path's
-        end += 1
+    # The name runs to its closing quote; an escape or a control character in it stops the scan
+    # elsewhere, where the layout check below fails: the general path's.
+    cdef Py_ssize_t end = _EVENT_KEY + plain_span(<const unsigned char*> text + _EVENT_KEY, n - _EVENT_KEY)
     cdef Py_ssize_t start = end + _DATA_KEY  # where the arguments begin
     if end == _EVENT_KEY or start + 2 >= n or memcmp(text + end, b'","data":', _DATA_KEY) != 0:
         return None
