@@ -109,8 +109,6 @@ cdef class ConnectionCore:
         """Run the handlers of one client event in order; the first one answers ``ack``."""
         if _CONNECTED is None:
             _load()
-        if type(arguments) is not list and type(arguments) is not tuple:
-            arguments = list(arguments)
         _run_all(self, handlers, None, arguments, ack)
 
     # ------------------------------------------------------------ frames out
@@ -156,8 +154,6 @@ cdef int _run(ConnectionCore self, str event, args, ack) except -1:
     shared = (<dict> table).get(event) if table else None
     own = self._handlers
     handlers = own.get(event) if own is not None else None
-    if type(args) is not list and type(args) is not tuple:
-        args = list(args)
     if handlers is None:
         if shared is None:
             if ack is not None:
@@ -175,6 +171,8 @@ cdef int _run(ConnectionCore self, str event, args, ack) except -1:
 cdef int _run_all(ConnectionCore self, handlers, socket, args, ack) except -1:
     """PyConnectionCore._run_handlers with ``socket`` before ``args`` (a list or a tuple) when it
     is not None: the arguments are passed from where they are, with no tuple built for them."""
+    if type(args) is not list and type(args) is not tuple:
+        args = list(args)  # any other sequence, read by index below
     cdef Py_ssize_t count = PySequence_Fast_GET_SIZE(args) + (socket is not None)
     cdef HandlerCore described
     for handler in handlers:
