@@ -266,10 +266,31 @@ def _streams(peer: Peer) -> dict[str, tuple[list[bytes], list[Event]]]:
             [f(TEXT, b""), f(BINARY, b"b", fin=False), f(CONTINUATION, b""), f(PING, b""), f(TEXT, b"end")],
             [("text", ""), ("binary", b"b"), ("ping", b""), ("text", "end")],
         ),
+        # Frames longer than any header: a partial one takes only the bytes it lacks from the next
+        # read, whose rest is parsed in place.
+        "longer-than-headers": (
+            [
+                f(TEXT, "ü".encode() * 20),
+                f(BINARY, bytes(range(130))),
+                f(PING, b"p" * 30),
+                f(TEXT, b"x" * 15, fin=False),
+                f(CONTINUATION, "€".encode() * 7),
+                f(TEXT, b"end"),
+            ],
+            [
+                ("text", "ü" * 20),
+                ("binary", bytes(range(130))),
+                ("ping", b"p" * 30),
+                ("text", "x" * 15 + "€" * 7),
+                ("text", "end"),
+            ],
+        ),
     }
 
 
-@pytest.mark.parametrize("name", ["text", "binary-16bit", "fragmented-with-control", "mixed"])
+@pytest.mark.parametrize(
+    "name", ["text", "binary-16bit", "fragmented-with-control", "mixed", "longer-than-headers"]
+)
 def test_every_split_point_gives_the_same_result(client: bool, name: str) -> None:
     frames, expected = _streams(Peer(client))[name]
     data = b"".join(frames)
@@ -282,7 +303,7 @@ def test_every_split_point_gives_the_same_result(client: bool, name: str) -> Non
         assert peer.conn.state is State.OPEN
 
 
-@pytest.mark.parametrize("name", ["fragmented-with-control", "mixed"])
+@pytest.mark.parametrize("name", ["fragmented-with-control", "mixed", "longer-than-headers"])
 def test_every_pair_of_split_points_gives_the_same_result(client: bool, name: str) -> None:
     frames, expected = _streams(Peer(client))[name]
     data = b"".join(frames)
@@ -654,6 +675,32 @@ def test_error_in_a_frame_fed_in_pieces(client: bool) -> None:
         assert peer.conn.state is State.OPEN
     peer.feed(data[-1:])
     assert_failed(peer, 1007, events=[])
+
+
+def test_a_frame_completed_by_a_read_that_fails_leaves_the_rest_of_the_read_unread(client: bool) -> None:
+    peer = Peer(client)
+    bad = peer.frame(TEXT, b"x" * 20 + b"\xff")
+    peer.feed(bad[:10])
+    peer.feed(bad[10:] + peer.frame(TEXT, b"never delivered") + peer.frame(PING, b"never answered"))
+    assert_failed(peer, 1007, events=[])
+
+
+def test_a_close_completed_by_a_read_ends_the_reading(client: bool) -> None:
+    peer = Peer(client)
+    close = peer.frame(CLOSE, close_payload(4001, b"bye for now, and for good"))
+    peer.feed(close[:10])
+    peer.feed(close[10:] + peer.frame(TEXT, b"after the close"))
+    assert peer.conn.state is State.CLOSED
+    assert peer.conn.close_code == 4001
+    assert peer.events == []
+
+
+def test_a_frame_after_a_completed_one_that_fails_fails_the_connection(client: bool) -> None:
+    peer = Peer(client)
+    good = peer.frame(TEXT, b"first and complete")
+    peer.feed(good[:5])
+    peer.feed(good[5:] + peer.frame(TEXT, b"\xc3"))
+    assert_failed(peer, 1007, events=[("text", "first and complete")])
 
 
 # -------------------------------------------------------------------- limits

@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""The compiled connection state machine's types and states, its send of a ready-made frame and
-its output, which the compiled transport core (_transport.pyx) reads and calls in C rather
+"""The compiled connection state machine's types and states, its input, its send of a ready-made
+frame and its output, which the compiled transport core (_transport.pyx) reads and calls in C rather
 than through Python attribute lookups."""
 
 from cpython.object cimport PyObject
@@ -50,5 +50,6 @@ cdef class WebSocketConnection:
     cdef unsigned char _utf8_high
 
 
+cdef int receive_of(WebSocketConnection self, const unsigned char* data, Py_ssize_t n) except -1
 cdef object data_to_send_of(WebSocketConnection self)
 cdef int send_raw_of(WebSocketConnection self, object frame) except -1

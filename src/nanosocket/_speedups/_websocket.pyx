@@ -57,6 +57,8 @@ cdef extern from "Python.h":
 
 # The state values (OPEN, CLOSING, CLOSED) are declared in _websocket.pxd.
 cdef enum:
+    # The largest frame header: 2 bytes, a 64-bit length, a masking key.
+    MAX_HEADER_SIZE = 14
     # Opcodes (protocol/frames.py).
     CONTINUATION = 0x0
     TEXT = 0x1
@@ -322,47 +324,16 @@ cdef class WebSocketConnection:
 
     def receive_data(self, data):
         """Feed bytes read from the peer; handler calls happen before this returns."""
-        if self._state == CLOSED:
-            return
-        cdef bytearray buf = self._pending
-        cdef bint ours = False
-        if buf is not None:
-            buf += data
-            if PyByteArray_GET_SIZE(buf) < self._need:
-                return
-            data = buf
-            self._pending = None
-            ours = True
         cdef Py_buffer view
-        cdef const unsigned char* start
-        cdef Py_ssize_t end
-        cdef Py_ssize_t pos
         if type(data) is bytes:
-            start = <const unsigned char*> PyBytes_AS_STRING(data)
-            end = PyBytes_GET_SIZE(data)
-            try:
-                pos = _parse(self, start, end)
-            except ProtocolError as exc:
-                self.fail(exc.close_code, str(exc))
-                return
-        else:
-            # A bytearray (ours, or the caller's) cannot be resized while we read it.
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-            try:
-                start = <const unsigned char*> view.buf
-                end = view.len
-                try:
-                    pos = _parse(self, start, end)
-                except ProtocolError as exc:
-                    self.fail(exc.close_code, str(exc))
-                    return
-            finally:
-                PyBuffer_Release(&view)
-        if pos < end and self._state != CLOSED:
-            if pos == 0 and ours:
-                self._pending = <bytearray> data
-            else:
-                self._pending = PyByteArray_FromStringAndSize(<char*> start + pos, end - pos)
+            receive_of(self, <const unsigned char*> PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+            return
+        # A bytearray (the caller's) cannot be resized while we read it.
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            receive_of(self, <const unsigned char*> view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
 
     def receive_eof(self):
         """The peer closed the TCP connection (or it dropped)."""
@@ -459,6 +430,65 @@ cdef class WebSocketConnection:
         if self._state == OPEN:
             _queue_close(self, encode_close(code, reason))
         _finish(self, code, reason)
+
+
+# ------------------------------------------------------------------------ input in C
+
+
+cdef int receive_of(WebSocketConnection self, const unsigned char* data, Py_ssize_t n) except -1:
+    """WebSocketConnection.receive_data of the ``n`` bytes at ``data``, which the compiled
+    transport core calls in C: nothing here keeps a pointer into them once it returns."""
+    if self._state == CLOSED:
+        return 0
+    cdef bytearray buf = self._pending
+    cdef Py_ssize_t size, missing, pos
+    if buf is not None:
+        size = PyByteArray_GET_SIZE(buf)
+        missing = self._need - size
+        if self._need > MAX_HEADER_SIZE and missing < n:
+            # The pending frame's header is complete (a need past any header's size is the
+            # whole frame's): it takes only the bytes it lacks, and the rest of the read is
+            # parsed where it is instead of being copied behind them.
+            _append(buf, data, missing)
+            self._pending = None
+            if _parse_or_fail(self, <const unsigned char*> PyByteArray_AS_STRING(buf), size + missing) < 0:
+                return 0
+            if self._state == CLOSED:
+                return 0
+            data += missing
+            n -= missing
+        else:
+            _append(buf, data, n)
+            if size + n < self._need:
+                return 0
+            # Nobody else sees the buffer while it is parsed: it cannot be resized under us.
+            self._pending = None
+            pos = _parse_or_fail(self, <const unsigned char*> PyByteArray_AS_STRING(buf), size + n)
+            if 0 <= pos < size + n and self._state != CLOSED:
+                self._pending = buf if pos == 0 else PyByteArray_FromStringAndSize(
+                    PyByteArray_AS_STRING(buf) + pos, size + n - pos
+                )
+            return 0
+    pos = _parse_or_fail(self, data, n)
+    if 0 <= pos < n and self._state != CLOSED:
+        self._pending = PyByteArray_FromStringAndSize(<char*> data + pos, n - pos)
+    return 0
+
+
+cdef inline int _append(bytearray buf, const unsigned char* data, Py_ssize_t n) except -1:
+    cdef Py_ssize_t size = PyByteArray_GET_SIZE(buf)
+    PyByteArray_Resize(buf, size + n)
+    memcpy(PyByteArray_AS_STRING(buf) + size, data, n)
+    return 0
+
+
+cdef Py_ssize_t _parse_or_fail(WebSocketConnection self, const unsigned char* data, Py_ssize_t end) except -2:
+    """_parse, failing the connection on a protocol error (then -1)."""
+    try:
+        return _parse(self, data, end)
+    except ProtocolError as exc:
+        self.fail(exc.close_code, str(exc))
+        return -1
 
 
 # ------------------------------------------------------------------------- frame loop

@@ -42,6 +42,8 @@ RSV1 = 0x40
 RSV_MASK = 0x70
 OPCODE_MASK = 0x0F
 MASK_BIT = 0x80
+#: The largest frame header: 2 bytes, a 64-bit length, a masking key.
+MAX_HEADER_SIZE = 14
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
@@ -118,7 +120,9 @@ def py_build_frame(
     return header + payload
 
 
-def py_parse_header(buf: bytes | bytearray, pos: int, end: int) -> tuple[int, int, int, int] | None:
+def py_parse_header(
+    buf: bytes | bytearray | memoryview, pos: int, end: int
+) -> tuple[int, int, int, int] | None:
     """Parse the frame header at ``buf[pos:end]``.
 
     Returns ``(first_byte, second_byte, payload_length, header_length)`` (the mask key, when

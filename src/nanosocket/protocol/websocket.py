@@ -34,6 +34,7 @@ from .frames import (
     CONTINUATION,
     FIN,
     MASK_BIT,
+    MAX_HEADER_SIZE,
     OPCODE_MASK,
     PING,
     PONG,
@@ -174,19 +175,36 @@ class PyWebSocketConnection:
 
     # ------------------------------------------------------------------ input
 
-    def receive_data(self, data: bytes | bytearray) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes read from the peer; handler calls happen before this returns."""
         if self.state is State.CLOSED:
             return
         buf = self._buf
+        offset = 0
         if buf is not None:
-            buf += data
-            if len(buf) < self._need:
-                return
-            data = buf
-            self._buf = None
+            missing = self._need - len(buf)
+            if self._need > MAX_HEADER_SIZE and missing < len(data):
+                # The pending frame's header is complete (a need past any header's size is the
+                # whole frame's): it takes only the bytes it lacks, and the rest of ``data`` is
+                # read where it is instead of being copied behind them.
+                buf += memoryview(data)[:missing]
+                self._buf = None
+                try:
+                    self._parse(buf)
+                except ProtocolError as exc:
+                    self.fail(exc.close_code, str(exc))
+                    return
+                if self.closed:
+                    return
+                offset = missing
+            else:
+                buf += data
+                if len(buf) < self._need:
+                    return
+                data = buf
+                self._buf = None
         try:
-            pos = self._parse(data)
+            pos = self._parse(data, offset)
         except ProtocolError as exc:
             self.fail(exc.close_code, str(exc))
             return
@@ -201,10 +219,9 @@ class PyWebSocketConnection:
         self._msg_parts = None
         self._inflation = None
 
-    def _parse(self, data: bytes | bytearray) -> int:
-        """Handle every complete frame in ``data``; return the offset of the first unparsed byte."""
+    def _parse(self, data: bytes | bytearray | memoryview, pos: int = 0) -> int:
+        """Handle every complete frame in ``data[pos:]``; return the offset of the first unparsed byte."""
         end = len(data)
-        pos = 0
         options = self.options
         max_payload = options.max_payload_length
         expect_mask = 0 if self.client else MASK_BIT
