@@ -8,10 +8,12 @@ matter. Waits are bounded by HANG_GUARD only to turn a hang into a failure; noth
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import uvloop
 import websockets.exceptions
 
 from nanosocket import (
@@ -20,10 +22,12 @@ from nanosocket import (
     SendStatus,
     WebSocket,
     WebSocketOptions,
+    connect,
+    serve,
 )
 from nanosocket.protocol.frames import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, build_frame
 from nanosocket.protocol.handshake import Request
-from nanosocket.transport import INBOX_HIGH_WATER, ClientSide
+from nanosocket.transport import FLUSH_BATCH, INBOX_HIGH_WATER, ClientSide, read_buffer
 
 HANG_GUARD = 10.0
 KiB = 1024
@@ -527,6 +531,106 @@ async def test_close_from_on_message_follows_the_replies(net: Any) -> None:
     assert await within(raw.read_frame()) == (True, TEXT, b"one")
     assert await within(raw.read_frame()) == (True, TEXT, b"last")
     assert await within(raw.read_close()) == (4005, "done")
+
+
+# ------------------------------------------------------------------ the shared read buffer
+
+
+async def test_partial_frames_of_two_connections_survive_each_others_reads(net: Any) -> None:
+    # Both connections read into one buffer: what a read leaves unparsed is copied out of it.
+    server = await net.serve()
+    first, second = await net.raw(server.port), await net.raw(server.port)
+    for peer in (first, second):
+        assert await peer.handshake(server.port) == 101
+    frames = [_client_frame(TEXT, str(n).encode() * 3000) for n in (1, 2)]
+    for cut in (1, 7, 2000, len(frames[0]) - 1):
+        first.write(frames[0][:cut])
+        second.write(frames[1][:cut])
+        await asyncio.sleep(0.01)  # each head is read on its own (not timed: either way passes)
+        second.write(frames[1][cut:])
+        first.write(frames[0][cut:] + _client_frame(TEXT, b"after"))
+        assert await within(first.read_frame()) == (True, TEXT, b"1" * 3000)
+        assert await within(first.read_frame()) == (True, TEXT, b"after")
+        assert await within(second.read_frame()) == (True, TEXT, b"2" * 3000)
+
+
+def test_event_loops_in_two_threads_read_into_buffers_of_their_own() -> None:
+    def echo(ws: WebSocket, request: Request) -> None:
+        ws.on_message = ws.send
+
+    async def exchange(tag: bytes) -> object:
+        server = await serve(echo, "127.0.0.1", 0)
+        client = await connect(f"ws://127.0.0.1:{server.port}/")
+        try:
+            for n in range(50):
+                payload = tag * (n * 997 % 70000 + 1)
+                assert client.send(payload)
+                assert await within(client.recv()) == payload
+        finally:
+            client.close()
+            await server.close()
+        return read_buffer.view
+
+    results: dict[bytes, object] = {}
+
+    def run(tag: bytes) -> None:
+        try:
+            results[tag] = uvloop.run(exchange(tag))
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            results[tag] = exc
+
+    threads = [threading.Thread(target=run, args=(tag,)) for tag in (b"a", b"b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_GUARD * 3)
+    views = [results.get(b"a"), results.get(b"b")]
+    assert all(isinstance(view, memoryview) for view in views), views
+    assert views[0] is not views[1]
+
+
+# ------------------------------------------------------------------ deferred writes
+
+
+async def test_sends_outside_a_read_are_written_a_batch_of_connections_per_loop_iteration(net: Any) -> None:
+    accepted = net.accepting()
+    server = await net.serve(accepted)
+    count = 2 * FLUSH_BATCH + 10
+    clients = [await net.connect(server.port) for _ in range(count)]
+    recipients = [await accepted.next() for _ in range(count)]
+    first, second = build_frame(TEXT, b"first"), build_frame(TEXT, b"second")
+    assert all(ws.send_frame(first) is SendStatus.SUCCESS for ws in recipients)
+    assert all(ws.buffered_amount for ws in recipients)  # the writes follow, outside this code
+    await asyncio.sleep(0)  # one loop iteration: the first batch is written
+    assert [ws for ws in recipients if ws.buffered_amount] == recipients[FLUSH_BATCH:]
+    # A send to a connection still waiting joins its queued output; a connection already written
+    # to waits again, behind the ones still waiting.
+    assert all(ws.send_frame(second) is SendStatus.SUCCESS for ws in recipients)
+    await asyncio.sleep(0)
+    still_waiting = recipients[:FLUSH_BATCH] + recipients[2 * FLUSH_BATCH :]
+    assert [ws for ws in recipients if ws.buffered_amount] == still_waiting
+    await until(lambda: not any(ws.buffered_amount for ws in recipients))
+    for client in clients:
+        assert [await within(client.recv()), await within(client.recv())] == ["first", "second"]
+
+
+async def test_a_read_between_two_batches_is_answered_before_the_later_batches(net: Any) -> None:
+    accepted = net.accepting()
+    server = await net.serve(accepted)
+    count = 6 * FLUSH_BATCH
+    for _ in range(count):
+        await net.connect(server.port)
+    recipients = [await accepted.next() for _ in range(count)]
+    asker = await net.raw(server.port)
+    assert await asker.handshake(server.port) == 101
+    await accepted.next()
+    asker.write(_client_frame(TEXT, b"are you there"))  # now in the server's socket, unread
+    for ws in recipients:
+        ws.send_frame(build_frame(TEXT, b"news"))
+    assert await within(asker.read_frame()) == (True, TEXT, b"are you there")
+    # The echo went out between two batches: later ones still waited when it arrived.
+    assert any(ws.buffered_amount for ws in recipients)
+    await until(lambda: not any(ws.buffered_amount for ws in recipients))
 
 
 # ------------------------------------------------------------------ limits over the wire

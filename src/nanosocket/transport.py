@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from enum import IntEnum
@@ -37,6 +38,13 @@ logger = logging.getLogger("nanosocket.transport")
 
 #: Bytes sent outside a read that may wait for the end of the loop iteration before a write.
 COALESCE_LIMIT = 64 * 1024
+#: Connections a deferred flush writes per loop iteration. Between two batches the loop reads:
+#: a broadcast to thousands does not hold up every other peer's input until its last write, and
+#: broadcasts read meanwhile join the queued output of the recipients not yet written to (one
+#: write carries several messages when broadcasts come faster than they can be written one by one).
+FLUSH_BATCH = 64
+#: Bytes one read takes at most: the size of the buffer the connections of a thread read into.
+READ_BUFFER_SIZE = 256 * 1024
 #: Messages held for ``recv()`` before reading from the peer pauses.
 INBOX_HIGH_WATER = 64
 
@@ -96,6 +104,23 @@ class ClientSide:
         self.deflate = deflate
 
 
+class ReadBuffer(threading.local):
+    """The buffer reads go into, one per thread, shared by the connections of its event loop.
+
+    A read is handled, and what is left of it (a partial frame) copied out, before the loop
+    makes the next one; a buffer of its own per connection would cost idle connections memory,
+    and a new ``bytes`` per read (``data_received``) costs a copy and memory the allocator hands
+    back to the kernel and faults in again.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(READ_BUFFER_SIZE)
+        self.view = memoryview(self.buffer)
+
+
+read_buffer = ReadBuffer()
+
+
 class PyWebSocketCore:
     """The per-message part of ``WebSocket``: reading, delivering text, sending frames, writing.
 
@@ -136,10 +161,22 @@ class PyWebSocketCore:
         def _flusher(self) -> Flusher: ...
         def _closed_by_protocol(self, conn: WebSocketConnection) -> None: ...
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where the next read goes (asyncio.BufferedProtocol): the thread's read buffer."""
+        return read_buffer.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = read_buffer.view[:nbytes]
+        if self._conn is None:
+            self._handshake_data(bytes(data))  # kept across reads: a copy of its own
+            return
+        self.data_received(data)
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Bytes from the peer (the handshake's keep them: they are ``bytes`` while it runs)."""
         conn = self._conn
         if conn is None:
-            self._handshake_data(data)
+            self._handshake_data(bytes(data))
             return
         self._idle_ticks = 0
         self._corked = True
@@ -225,9 +262,13 @@ class PyWebSocketCore:
 
 
 def py_flush_all(pending: list[PyWebSocketCore]) -> None:
-    """Write the output of every connection in ``pending`` (and empty it): the Flusher's work."""
-    waiting = pending.copy()
-    pending.clear()
+    """Write the output of the first FLUSH_BATCH connections of ``pending`` and take them out;
+    the rest (if any) in the next loop iteration, after its reads: the Flusher's work."""
+    waiting = pending[:FLUSH_BATCH]
+    del pending[:FLUSH_BATCH]
+    if pending:
+        # Scheduled before the writes: a send during them appends to a list whose flush is due.
+        asyncio.get_running_loop().call_soon(py_flush_all, pending)
     for ws in waiting:
         ws._flush_pending = False
         conn = ws._conn
@@ -251,7 +292,7 @@ else:
             pass
 
 
-class WebSocket(WebSocketCore, asyncio.Protocol):
+class WebSocket(WebSocketCore, asyncio.BufferedProtocol):
     """One WebSocket connection over an asyncio transport, server or client side.
 
     Messages go to ``on_message`` (``str`` for text, ``bytes`` for binary) when it is set, else to

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgpack
 import pytest
 from server_kit import Harness, Peer, Recorder, until
 
 from nanosocket import BroadcastOperator, NanoSocket, Socket
 from nanosocket.server.broadcast import room_set
+from nanosocket.transport import FLUSH_BATCH
 
 
 async def three(ns: Harness, server: NanoSocket) -> tuple[list[Peer], list[Socket]]:
@@ -119,6 +122,25 @@ async def test_a_broadcast_skips_sockets_that_left(ns: Harness) -> None:
     await until(lambda: not a.connected)
     assert server.to("r").emit("hi") == 1
     assert await peers[1].expect("hi") == []
+
+
+async def test_a_room_of_several_flush_batches_gets_a_burst_of_broadcasts_in_order(ns: Harness) -> None:
+    server = await ns.start()
+
+    @server.socket_on("publish")
+    def publish(socket: Socket, n: int) -> None:
+        server.to("r").emit("tick", n)
+
+    members = [await ns.v1(server) for _ in range(3 * FLUSH_BATCH + 1)]
+    for peer in members:
+        server.sockets[peer.sid or ""].join("r")
+    publisher = await ns.v1(server)
+    # One publish per loop iteration: each is read while earlier broadcasts are being written.
+    for n in range(10):
+        publisher.emit("publish", n)
+        await asyncio.sleep(0)
+    for peer in members:
+        assert [(await peer.expect("tick"))[0] for _ in range(10)] == list(range(10))
 
 
 def test_room_set_validates_names() -> None:

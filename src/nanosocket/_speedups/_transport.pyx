@@ -8,7 +8,10 @@ The rest of a connection (handshakes, closing, heartbeats, ``recv``) is ``WebSoc
 Python, which this class calls by name.
 """
 
-from ._websocket cimport CLOSED, OPEN, WebSocketConnection, data_to_send_of, send_raw_of
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_FromStringAndSize
+
+from ._websocket cimport CLOSED, OPEN, WebSocketConnection, data_to_send_of, receive_of, send_raw_of
 
 # Bound on first use: nanosocket.transport imports this module.
 cdef object _DROPPED = None
@@ -16,21 +19,26 @@ cdef object _SUCCESS = None
 cdef object _BACKPRESSURE = None
 cdef object _logger = None
 cdef object _running_loop = None
+cdef object _read_buffer = None
 cdef Py_ssize_t _COALESCE_LIMIT = 0
+cdef Py_ssize_t _FLUSH_BATCH = 0
 cdef int _INTERNAL_ERROR = 1011
 
 
 cdef int _load() except -1:
-    global _DROPPED, _SUCCESS, _BACKPRESSURE, _logger, _COALESCE_LIMIT, _running_loop
+    global _DROPPED, _SUCCESS, _BACKPRESSURE, _logger, _COALESCE_LIMIT, _FLUSH_BATCH, _running_loop
+    global _read_buffer
     from nanosocket import transport
 
     # The event loop as the transport module sees it (this module imports no I/O library).
     _running_loop = transport.asyncio.get_running_loop
 
+    _read_buffer = transport.read_buffer
     _SUCCESS = transport._SUCCESS
     _BACKPRESSURE = transport._BACKPRESSURE
     _logger = transport.logger
     _COALESCE_LIMIT = transport.COALESCE_LIMIT
+    _FLUSH_BATCH = transport.FLUSH_BATCH
     assert int(transport.CloseCode.INTERNAL_ERROR) == _INTERNAL_ERROR
     _DROPPED = transport._DROPPED  # last: it marks the module as loaded
     return 0
@@ -41,10 +49,36 @@ cdef class WebSocketCore:
 
     # Its fields are declared in _transport.pxd (the connection core reads this type in C).
 
+    def get_buffer(self, sizehint):
+        """Where the next read goes (asyncio.BufferedProtocol): the thread's read buffer."""
+        if _DROPPED is None:
+            _load()
+        return _read_buffer.view
+
+    def buffer_updated(self, Py_ssize_t nbytes):
+        if _DROPPED is None:
+            _load()
+        cdef bytearray buffer = <bytearray?> _read_buffer.buffer
+        if not 0 <= nbytes <= PyByteArray_GET_SIZE(buffer):
+            raise ValueError(f"{nbytes} bytes do not fit the read buffer")
+        conn = self._conn
+        if conn is None:
+            # Kept across reads: a copy of its own.
+            self._handshake_data(PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buffer), nbytes))
+            return
+        self._idle_ticks = 0
+        self._corked = True
+        try:
+            receive_of(<WebSocketConnection?> conn, <const unsigned char*> PyByteArray_AS_STRING(buffer),
+                       nbytes)
+        finally:
+            self._corked = False
+        _write_out(self, conn)
+
     def data_received(self, data):
         conn = self._conn
         if conn is None:
-            self._handshake_data(data)
+            self._handshake_data(bytes(data))
             return
         self._idle_ticks = 0
         self._corked = True
@@ -158,11 +192,14 @@ cdef object _queue_write(WebSocketCore self, WebSocketConnection conn, transport
 
 
 def flush_all(list pending):
-    """Write the output of every connection in ``pending`` (and empty it): the Flusher's work."""
+    """Write the output of the first FLUSH_BATCH connections of ``pending`` and take them out;
+    the rest in the next loop iteration (see the spec)."""
     if _DROPPED is None:
         _load()
-    cdef list waiting = pending.copy()
-    pending.clear()
+    cdef list waiting = pending[:_FLUSH_BATCH]
+    del pending[:_FLUSH_BATCH]
+    if pending:
+        _running_loop().call_soon(flush_all, pending)
     cdef WebSocketCore ws
     for item in waiting:
         ws = <WebSocketCore> item
