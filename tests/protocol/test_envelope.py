@@ -187,6 +187,28 @@ def test_the_compiled_twin_writes_plain_arguments_as_the_spec(args: tuple[Any, .
     assert _outcome(compiled, "echo", args) == _outcome(py_event_frame, "echo", args)
 
 
+def _strings_around_the_scanners_steps() -> list[str]:
+    """Strings of lengths around the 8- and 16-byte steps of the compiled scanners, with a
+    character that stops a plain string (or one that does not) at every position."""
+    strings = []
+    for size in (7, 8, 9, 15, 16, 17, 31, 32, 33, 47):
+        for pos in range(size):
+            for char in ('"', "\\", "\x1f", "\x00", "\n", "\x7f", " ", "~", "\xe9"):
+                strings.append("a" * pos + char + "b" * (size - pos - 1))
+    return strings
+
+
+@pytest.mark.skipif(len(IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+def test_strings_with_a_character_to_escape_anywhere_are_written_and_read_as_the_spec() -> None:
+    compiled_frame = IMPLEMENTATIONS[1].values[0]
+    compiled_decode = DECODE_IMPLEMENTATIONS[1].values[0]
+    for text in _strings_around_the_scanners_steps():
+        assert _outcome(compiled_frame, "echo", (text,)) == _outcome(py_event_frame, "echo", (text,)), text
+        for array in (orjson.dumps([text]).decode(), '["' + text + '"]'):
+            message = '{"event":"echo","data":' + array + "}"
+            assert repr(_outcome(compiled_decode, message)) == repr(_outcome(py_decode_event, message)), text
+
+
 # ---------------------------------------------------------------------------- ack frames
 
 

@@ -703,6 +703,19 @@ def test_a_frame_after_a_completed_one_that_fails_fails_the_connection(client: b
     assert_failed(peer, 1007, events=[("text", "first and complete")])
 
 
+@pytest.mark.parametrize("size", [15, 16, 17, 32, 33, 100])
+def test_a_non_ascii_or_invalid_byte_anywhere_in_a_text_is_found(client: bool, size: int) -> None:
+    # Text is unmasked and checked for ASCII 16 (or 8) bytes at a time: every position counts.
+    for pos in range(size - 1):
+        text = "a" * pos + "é" + "b" * (size - pos - 2)
+        peer = Peer(client)
+        peer.feed(peer.frame(TEXT, text.encode()))
+        assert peer.events == [("text", text)], pos
+        peer = Peer(client)
+        peer.feed(peer.frame(TEXT, b"a" * pos + b"\xff" + b"b" * (size - pos - 1)))
+        assert_failed(peer, 1007, events=[])
+
+
 # -------------------------------------------------------------------- limits
 
 

@@ -1,26 +1,7 @@
 # cython: language_level=3
 """C kernels shared by the compiled twins (inline: each module that cimports them gets a copy)."""
 
-from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcpy
-
-
-cdef inline void mask_copy(unsigned char* dst, const unsigned char* src, Py_ssize_t n,
-                           const unsigned char* key) noexcept nogil:
-    """``dst[i] = src[i] ^ key[i % 4]``, eight bytes at a time (``dst`` may be ``src``)."""
-    cdef uint32_t key32
-    memcpy(&key32, key, 4)
-    cdef uint64_t key64 = (<uint64_t> key32) | ((<uint64_t> key32) << 32)
-    cdef uint64_t word
-    cdef Py_ssize_t i = 0
-    while i + 8 <= n:
-        memcpy(&word, src + i, 8)
-        word ^= key64
-        memcpy(dst + i, &word, 8)
-        i += 8
-    while i < n:
-        dst[i] = src[i] ^ key[i & 3]
-        i += 1
+from libc.stdint cimport uint64_t
 
 
 cdef inline Py_ssize_t write_header(unsigned char* out, int first, Py_ssize_t n, bint masked) noexcept nogil:
@@ -47,26 +28,91 @@ cdef inline Py_ssize_t header_size(Py_ssize_t n) noexcept nogil:
     return 2 if n < 126 else (4 if n < 65536 else 10)
 
 
-cdef inline Py_ssize_t plain_span(const unsigned char* text, Py_ssize_t n) noexcept nogil:
-    """The length of the longest prefix of ``text[:n]`` without a quote, a backslash or a byte
-    below 0x20: the part of a JSON string that needs no escape, eight bytes at a time."""
-    cdef uint64_t ones = 0x0101010101010101
-    cdef uint64_t word, quote, backslash
-    cdef Py_ssize_t i = 0
-    while i + 8 <= n:
-        memcpy(&word, text + i, 8)
-        quote = word ^ (ones * 0x22)
-        backslash = word ^ (ones * 0x5C)
-        # A byte that is 0 in quote or backslash, or below 0x20 in word, sets its top bit when
-        # subtracted from (a borrow from below cannot hide it). A top bit set already (a byte
-        # of 0x80 or more) is a false alarm that the exact loop below settles.
-        if ((quote - ones) | (backslash - ones) | (word - ones * 0x20)) & (ones * 0x80):
-            break
-        i += 8
-    cdef unsigned char c
-    while i < n:
-        c = text[i]
-        if c == 0x22 or c == 0x5C or c < 0x20:
-            break
-        i += 1
-    return i
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+
+    /* dst[i] = src[i] ^ key[i % 4] (dst may be src); returns whether a byte of the result is
+       0x80 or more (not ASCII). With SSE2 16 bytes at a time, else 8. */
+    static inline int nanosocket_mask_copy(unsigned char* dst, const unsigned char* src, Py_ssize_t n,
+                                           const unsigned char* key) {
+        Py_ssize_t i = 0;
+        uint32_t key32;
+        memcpy(&key32, key, 4);
+        uint64_t key64 = (uint64_t) key32 | ((uint64_t) key32 << 32);
+        uint64_t word, seen = 0;
+        int high = 0;
+    #if defined(__SSE2__)
+        const __m128i key128 = _mm_set1_epi32((int) key32);
+        __m128i seen128 = _mm_setzero_si128();
+        while (i + 16 <= n) {
+            __m128i chunk = _mm_xor_si128(_mm_loadu_si128((const __m128i*) (src + i)), key128);
+            _mm_storeu_si128((__m128i*) (dst + i), chunk);
+            seen128 = _mm_or_si128(seen128, chunk);
+            i += 16;
+        }
+        high = _mm_movemask_epi8(seen128);
+    #endif
+        while (i + 8 <= n) {
+            memcpy(&word, src + i, 8);
+            word ^= key64;
+            memcpy(dst + i, &word, 8);
+            seen |= word;
+            i += 8;
+        }
+        for (; i < n; i++) {
+            dst[i] = src[i] ^ key[i & 3];
+            seen |= dst[i];
+        }
+        return high || (seen & 0x8080808080808080ULL) != 0;
+    }
+
+    /* The length of the longest prefix of text[:n] without a quote, a backslash or a byte below
+       0x20: the part of a JSON string that needs no escape. With SSE2 (every x86-64), 16 bytes
+       at a time: a byte below 0x20 is one that min(byte, 0x1F) leaves unchanged. */
+    static inline Py_ssize_t nanosocket_plain_span(const unsigned char* text, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+    #if defined(__SSE2__)
+        const __m128i quote = _mm_set1_epi8(0x22);
+        const __m128i backslash = _mm_set1_epi8(0x5C);
+        const __m128i control = _mm_set1_epi8(0x1F);
+        while (i + 16 <= n) {
+            __m128i chunk = _mm_loadu_si128((const __m128i*) (text + i));
+            __m128i stop = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(chunk, quote), _mm_cmpeq_epi8(chunk, backslash)),
+                _mm_cmpeq_epi8(_mm_min_epu8(chunk, control), chunk));
+            int found = _mm_movemask_epi8(stop);
+            if (found)
+                return i + __builtin_ctz((unsigned int) found);
+            i += 16;
+        }
+    #else
+        /* Eight bytes at a time: a byte that is 0 after the xor with a quote or a backslash, or
+           below 0x20, sets its top bit when 1 (or 0x20) is subtracted from it (a borrow from below
+           cannot hide it). A top bit set already (a byte of 0x80 or more) is a false alarm that
+           the exact loop below settles. */
+        const uint64_t ones = 0x0101010101010101ULL;
+        uint64_t word;
+        while (i + 8 <= n) {
+            memcpy(&word, text + i, 8);
+            if ((((word ^ (ones * 0x22)) - ones) | ((word ^ (ones * 0x5C)) - ones) | (word - ones * 0x20))
+                & (ones * 0x80))
+                break;
+            i += 8;
+        }
+    #endif
+        for (; i < n; i++) {
+            unsigned char c = text[i];
+            if (c == 0x22 || c == 0x5C || c < 0x20)
+                break;
+        }
+        return i;
+    }
+    """
+    Py_ssize_t plain_span "nanosocket_plain_span" (const unsigned char* text, Py_ssize_t n) noexcept nogil
+    bint mask_copy "nanosocket_mask_copy" (unsigned char* dst, const unsigned char* src, Py_ssize_t n,
+                                           const unsigned char* key) noexcept nogil

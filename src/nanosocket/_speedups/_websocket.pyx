@@ -31,7 +31,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_XDECREF, Py_XINCREF
 from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8, PyUnicode_GET_LENGTH
 from libc.stdint cimport uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from ._kernels cimport header_size, mask_copy, write_header
 
@@ -205,24 +205,14 @@ cdef object _text_of(const unsigned char* src, Py_ssize_t n, const unsigned char
     """The text of a payload (unmasked with ``key`` unless NULL); None when it is not UTF-8."""
     if n == 0:
         return ""
-    # Most text is ASCII: unmask straight into a new str, then check.
+    # Most text is ASCII: unmask straight into a new str, checking the bytes on the way.
     text = PyUnicode_New(n, 127)
     cdef unsigned char* out = <unsigned char*> PyUnicode_DATA(text)
-    if key != NULL:
-        mask_copy(out, src, n, key)
-    else:
-        memcpy(out, src, n)
-    cdef Py_ssize_t i = 0
-    cdef uint64_t word
-    cdef uint64_t seen = 0
-    while i + 8 <= n:
-        memcpy(&word, out + i, 8)
-        seen |= word
-        i += 8
-    while i < n:
-        seen |= out[i]
-        i += 1
-    if not seen & 0x8080808080808080ULL:
+    cdef unsigned char no_mask[4]
+    if key == NULL:
+        memset(no_mask, 0, 4)
+        key = no_mask
+    if not mask_copy(out, src, n, key):
         return text
     try:
         return PyUnicode_DecodeUTF8(<char*> out, n, NULL)
