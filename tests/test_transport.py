@@ -554,6 +554,19 @@ async def test_partial_frames_of_two_connections_survive_each_others_reads(net: 
         assert await within(second.read_frame()) == (True, TEXT, b"2" * 3000)
 
 
+async def test_the_event_loop_keeps_one_bound_method_of_a_connection(net: Any) -> None:
+    # uvloop keeps protocol.data_received, .get_buffer and .buffer_updated for every connection
+    # (when they exist): the first does not, the second is one function for all.
+    accepted = net.accepting()
+    server = await net.serve(accepted)
+    for _ in range(2):
+        await net.connect(server.port)
+    first, second = await accepted.next(), await accepted.next()
+    assert first.get_buffer is second.get_buffer
+    assert not hasattr(first, "data_received")
+    assert first.buffer_updated.__self__ is first
+
+
 def test_event_loops_in_two_threads_read_into_buffers_of_their_own() -> None:
     def echo(ws: WebSocket, request: Request) -> None:
         ws.on_message = ws.send

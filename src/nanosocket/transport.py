@@ -161,7 +161,12 @@ class PyWebSocketCore:
         def _flusher(self) -> Flusher: ...
         def _closed_by_protocol(self, conn: WebSocketConnection) -> None: ...
 
-    def get_buffer(self, sizehint: int) -> memoryview:
+    # The event loop keeps what it calls of a protocol (a bound method each) for every connection:
+    # get_buffer is static (one function for all), and there is no data_received (asyncio calls a
+    # BufferedProtocol's buffer_updated instead), so a connection costs one bound method, not three.
+
+    @staticmethod
+    def get_buffer(sizehint: int) -> memoryview:
         """Where the next read goes (asyncio.BufferedProtocol): the thread's read buffer."""
         return read_buffer.view
 
@@ -170,10 +175,11 @@ class PyWebSocketCore:
         if self._conn is None:
             self._handshake_data(bytes(data))  # kept across reads: a copy of its own
             return
-        self.data_received(data)
+        self._feed(data)
 
-    def data_received(self, data: bytes | memoryview) -> None:
-        """Bytes from the peer (the handshake's keep them: they are ``bytes`` while it runs)."""
+    def _feed(self, data: bytes | memoryview) -> None:
+        """Bytes from the peer: a read, or what came with the handshake (the handshake keeps what
+        it is given: ``bytes`` while it runs)."""
         conn = self._conn
         if conn is None:
             self._handshake_data(bytes(data))
@@ -768,7 +774,7 @@ class WebSocket(WebSocketCore, asyncio.BufferedProtocol):
     def _feed_early(self, data: bytes) -> None:
         if self._transport is None or self._lost:
             return
-        self.data_received(data)
+        self._feed(data)
         transport = self._transport
         if transport is not None and not self._lost and not self._inbox_full():
             transport.resume_reading()
@@ -838,7 +844,7 @@ class WebSocket(WebSocketCore, asyncio.BufferedProtocol):
         if heartbeat is not None:
             heartbeat.add(self)
         if trailing:
-            self.data_received(trailing)
+            self._feed(trailing)
 
     # ----------------------------------------------------------------- timers
 

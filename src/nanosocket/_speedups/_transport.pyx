@@ -49,7 +49,8 @@ cdef class WebSocketCore:
 
     # Its fields are declared in _transport.pxd (the connection core reads this type in C).
 
-    def get_buffer(self, sizehint):
+    @staticmethod
+    def get_buffer(sizehint):
         """Where the next read goes (asyncio.BufferedProtocol): the thread's read buffer."""
         if _DROPPED is None:
             _load()
@@ -75,7 +76,7 @@ cdef class WebSocketCore:
             self._corked = False
         _write_out(self, conn)
 
-    def data_received(self, data):
+    def _feed(self, data):
         conn = self._conn
         if conn is None:
             self._handshake_data(bytes(data))
