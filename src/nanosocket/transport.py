@@ -178,12 +178,9 @@ class PyWebSocketCore:
         self._feed(data)
 
     def _feed(self, data: bytes | memoryview) -> None:
-        """Bytes from the peer: a read, or what came with the handshake (the handshake keeps what
-        it is given: ``bytes`` while it runs)."""
+        """Bytes from the peer once the connection is open: a read, or what came with the handshake."""
         conn = self._conn
-        if conn is None:
-            self._handshake_data(bytes(data))
-            return
+        assert conn is not None
         self._idle_ticks = 0
         self._corked = True
         try:

@@ -8,6 +8,7 @@ The rest of a connection (handshakes, closing, heartbeats, ``recv``) is ``WebSoc
 Python, which this class calls by name.
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
@@ -67,27 +68,16 @@ cdef class WebSocketCore:
             # Kept across reads: a copy of its own.
             self._handshake_data(PyBytes_FromStringAndSize(PyByteArray_AS_STRING(buffer), nbytes))
             return
-        self._idle_ticks = 0
-        self._corked = True
-        try:
-            receive_of(<WebSocketConnection?> conn, <const unsigned char*> PyByteArray_AS_STRING(buffer),
-                       nbytes)
-        finally:
-            self._corked = False
-        _write_out(self, conn)
+        _read(self, <WebSocketConnection?> conn, <const unsigned char*> PyByteArray_AS_STRING(buffer), nbytes)
 
     def _feed(self, data):
-        conn = self._conn
-        if conn is None:
-            self._handshake_data(bytes(data))
-            return
-        self._idle_ticks = 0
-        self._corked = True
+        """Bytes from the peer once the connection is open (those that came with the handshake)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            conn.receive_data(data)
+            _read(self, <WebSocketConnection?> self._conn, <const unsigned char*> view.buf, view.len)
         finally:
-            self._corked = False
-        _write_out(self, conn)
+            PyBuffer_Release(&view)
 
     def text_received(self, text):
         callback = self._on_message
@@ -152,6 +142,19 @@ cdef object send_frame_of(WebSocketCore self, frame, bint volatile):
     else:
         engine.send_message(frame)
     return _queue_write(self, engine, transport, unsent, limit)
+
+
+cdef int _read(WebSocketCore self, WebSocketConnection conn, const unsigned char* data,
+               Py_ssize_t n) except -1:
+    """Bytes for the open connection: handled corked, then what they made it send written once."""
+    self._idle_ticks = 0
+    self._corked = True
+    try:
+        receive_of(conn, data, n)
+    finally:
+        self._corked = False
+    _write_out(self, conn)
+    return 0
 
 
 cdef int _write_out(WebSocketCore self, conn) except -1:

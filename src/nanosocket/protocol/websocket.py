@@ -189,12 +189,7 @@ class PyWebSocketConnection:
                 # read where it is instead of being copied behind them.
                 buf += memoryview(data)[:missing]
                 self._buf = None
-                try:
-                    self._parse(buf)
-                except ProtocolError as exc:
-                    self.fail(exc.close_code, str(exc))
-                    return
-                if self.closed:
+                if self._parse_or_fail(buf) is None or self.closed:
                     return
                 offset = missing
             else:
@@ -203,12 +198,8 @@ class PyWebSocketConnection:
                     return
                 data = buf
                 self._buf = None
-        try:
-            pos = self._parse(data, offset)
-        except ProtocolError as exc:
-            self.fail(exc.close_code, str(exc))
-            return
-        if pos < len(data) and not self.closed:
+        pos = self._parse_or_fail(data, offset)
+        if pos is not None and pos < len(data) and not self.closed:
             self._buf = bytearray(data[pos:]) if pos else bytearray(data)
 
     def receive_eof(self) -> None:
@@ -218,6 +209,14 @@ class PyWebSocketConnection:
         self._buf = None
         self._msg_parts = None
         self._inflation = None
+
+    def _parse_or_fail(self, data: bytes | bytearray | memoryview, pos: int = 0) -> int | None:
+        """``_parse``, failing the connection on a protocol error (then None)."""
+        try:
+            return self._parse(data, pos)
+        except ProtocolError as exc:
+            self.fail(exc.close_code, str(exc))
+            return None
 
     def _parse(self, data: bytes | bytearray | memoryview, pos: int = 0) -> int:
         """Handle every complete frame in ``data[pos:]``; return the offset of the first unparsed byte."""
