@@ -337,7 +337,9 @@ MASK_KERNELS = _mask_kernels()
 
 
 @pytest.mark.parametrize("kernel", MASK_KERNELS)
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 125, 1000, 65537])
+@pytest.mark.parametrize(
+    "n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 63, 64, 65, 79, 80, 81, 125, 128, 129, 1000, 65537]
+)
 def test_apply_mask_matches_bytewise_xor(kernel: Any, n: int) -> None:
     data = payload_of(n)
     masked = kernel(data, MASK)
