@@ -118,6 +118,23 @@ async def test_illegal_frames_close_with_the_right_code(ns: Harness, case: str, 
     await bystanders.check()
 
 
+@pytest.mark.parametrize("delivery", ["whole", "dribbled"])
+async def test_invalid_utf8_closes_before_its_frame_has_ended(ns: Harness, delivery: str) -> None:
+    """A text frame that can no longer be valid UTF-8 closes its connection (1007) on the bytes
+    that make it so: the rest of its frame is never sent."""
+    server = await start_server(ns)
+    handled = dispatch_recorder(server)
+    bystanders = await Bystanders.connect(ns, server)
+    raw = await offender(ns, server)
+    payload = b'{"event":"x","data":["' + "é".encode() * 500 + b"\xed\xa0\x80" + b"b" * 5000 + b'"]}'
+    data = frame(FIN | TEXT, payload)
+    invalid_end = len(data) - len(payload) + payload.index(b"\xed") + 3
+    frames, (got, _) = await send(raw, data[:invalid_end], delivery)
+    assert frames == [] and got == 1007
+    assert handled.calls == []
+    await bystanders.check()
+
+
 async def test_a_stream_of_offenders_costs_nothing(ns: Harness, memory: Memory) -> None:
     server = await start_server(ns)
     handled = dispatch_recorder(server)

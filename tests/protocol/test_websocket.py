@@ -521,6 +521,129 @@ def test_invalid_utf8_in_a_binary_message_is_fine(client: bool) -> None:
     assert peer.events == [("binary", b"\xed\xa0\xff")]
 
 
+# A partial text frame's bytes are checked as they arrive (Autobahn 6.4.3, 6.4.4): a frame that
+# can no longer be valid UTF-8 fails the connection before its end has come.
+
+
+def _first_impossible_prefix(payload: bytes, tail: bytes = b"") -> int:
+    """The length of the shortest prefix of ``payload`` after which it cannot be valid UTF-8."""
+    for k in range(len(payload) + 1):
+        try:
+            check_utf8_chunk(tail, payload[:k])
+        except InvalidPayload:
+            return k
+    raise AssertionError("payload has no impossible prefix")
+
+
+@pytest.mark.parametrize("bad", IMPOSSIBLE, ids=[b.hex() for b in IMPOSSIBLE])
+def test_invalid_utf8_fails_a_partial_text_frame_on_the_byte_that_makes_it_impossible(
+    client: bool, bad: bytes
+) -> None:
+    payload = "ok é€😀 ".encode() + bad + b" and more after it"
+    peer = Peer(client)
+    frame = peer.frame(TEXT, payload)
+    impossible_at = len(frame) - len(payload) + _first_impossible_prefix(payload)
+    for i in range(len(frame)):
+        peer.feed(frame[i : i + 1])
+        if i + 1 < impossible_at:
+            assert peer.conn.state is State.OPEN, i
+            assert peer.conn.data_to_send() == b""
+        else:
+            break
+    assert i + 1 == impossible_at
+    assert_failed(peer, 1007, events=[])
+
+
+@pytest.mark.parametrize("before", [0, 1, 2, 3, 5, 15, 16, 17, 63, 64, 65, 1030])
+@pytest.mark.parametrize("bad", [b"\xed\xa0", b"\xe2\x82\x41", b"\xff"], ids=["surrogate", "ascii", "ff"])
+def test_invalid_utf8_fails_a_partial_text_frame_in_three_chops(
+    client: bool, before: int, bad: bytes
+) -> None:
+    """Autobahn 6.4.3: the first chop is valid, the second holds the invalid bytes, the third is
+    never needed. ``before`` valid bytes put the invalid ones at every offset of the mask key and
+    around the unmasking's 16- and 64-byte steps."""
+    payload = b"v" * before + bad + b"w" * 40
+    peer = Peer(client)
+    frame = peer.frame(TEXT, payload)
+    header = len(frame) - len(payload)
+    cut = header + before + len(bad) + 7
+    peer.feed(frame[: header + before])
+    assert peer.conn.state is State.OPEN
+    peer.feed(frame[header + before : cut])
+    assert_failed(peer, 1007, events=[])
+
+
+@pytest.mark.parametrize(
+    ("head", "tail"), [(b"\xed", b"\xa0\x80"), (b"\xe2\x82", b"\xac\x80"), (b"\xf0\x9f", b"\x28")]
+)
+def test_invalid_utf8_fails_a_partial_continuation_frame(client: bool, head: bytes, tail: bytes) -> None:
+    """A continuation frame's check starts where its message's UTF-8 stands."""
+    peer = Peer(client)
+    peer.feed(peer.frame(TEXT, b"ab" + head, fin=False))
+    continuation = peer.frame(CONTINUATION, tail + b"x" * 60)
+    header = len(continuation) - len(tail) - 60
+    peer.feed(continuation[:header])
+    assert peer.conn.state is State.OPEN
+    peer.feed(continuation[header : header + len(tail)])
+    assert_failed(peer, 1007, events=[])
+
+
+def test_a_partial_continuation_frame_goes_on_from_its_messages_utf8(client: bool) -> None:
+    """The message's unfinished sequence is finished by the continuation frame's first bytes."""
+    for cut in range(1, 4):
+        peer = Peer(client)
+        peer.feed(peer.frame(TEXT, b"a" + EMOJI[:cut], fin=False))
+        continuation = peer.frame(CONTINUATION, EMOJI[cut:] + "é€".encode() * 300)
+        for i in range(0, len(continuation), 37):
+            peer.feed(continuation[i : i + 37])
+            if i + 37 < len(continuation):
+                assert peer.conn.state is State.OPEN
+        assert peer.events == [("text", "a😀" + "é€" * 300)]
+        assert peer.conn.state is State.OPEN
+
+
+def test_valid_text_split_anywhere_inside_its_frame_is_delivered(client: bool) -> None:
+    """Multi-byte text over many of the unmasking's 64-byte steps, cut at every point, in two and
+    three pieces: the partial checks never fail valid text, nor change what is delivered."""
+    text = "aé€😀b" * 60 + "z" * 300
+    peer = Peer(client)
+    frame = peer.frame(TEXT, text.encode())
+    for i in range(len(frame) + 1):
+        for j in (i, (i + 517) % (len(frame) + 1), len(frame)):
+            a, b = min(i, j), max(i, j)
+            peer = Peer(client)
+            peer.feed(frame[:a], frame[a:b], frame[b:])
+            assert peer.events == [("text", text)], (a, b)
+            assert peer.conn.state is State.OPEN
+
+
+def test_partial_binary_and_ping_frames_are_not_checked_as_text(client: bool) -> None:
+    peer = Peer(client)
+    binary = peer.frame(BINARY, b"\xff\xed\xa0" * 50)
+    ping = peer.frame(PING, b"\xff" * 100)
+    peer.feed(binary[:60])
+    peer.feed(binary[60:120])
+    assert peer.conn.state is State.OPEN
+    peer.feed(binary[120:], ping[:50])
+    assert peer.conn.state is State.OPEN
+    peer.feed(ping[50:])
+    assert peer.events == [("binary", b"\xff\xed\xa0" * 50), ("ping", b"\xff" * 100)]
+
+
+def test_a_partial_text_frame_after_our_close_is_discarded_not_failed(client: bool) -> None:
+    """Once we have sent a close, data frames are dropped unread: invalid text does not fail."""
+    peer = Peer(client)
+    peer.conn.send_close(1000, "bye")
+    peer.conn.data_to_send()
+    frame = peer.frame(TEXT, b"x" * 20 + b"\xff" + b"y" * 20)
+    peer.feed(frame[:10], frame[10:30])
+    assert peer.conn.state is State.CLOSING
+    peer.feed(frame[30:], peer.frame(CLOSE, close_payload(1000)))
+    assert peer.conn.state is State.CLOSED
+    assert peer.conn.close_code == 1000
+    assert peer.events == []
+
+
 # ------------------------------------------------------------- protocol errors
 
 
@@ -668,8 +791,9 @@ def test_frames_before_an_error_in_the_same_feed_are_delivered(client: bool) -> 
 
 
 def test_error_in_a_frame_fed_in_pieces(client: bool) -> None:
+    """A text ending inside a UTF-8 sequence is wrong only once its frame has ended."""
     peer = Peer(client)
-    data = peer.frame(TEXT, b"x\xffy")
+    data = peer.frame(TEXT, b"xy\xc3")
     for i in range(len(data) - 1):
         peer.feed(data[i : i + 1])
         assert peer.conn.state is State.OPEN
@@ -703,9 +827,9 @@ def test_a_frame_after_a_completed_one_that_fails_fails_the_connection(client: b
     assert_failed(peer, 1007, events=[("text", "first and complete")])
 
 
-@pytest.mark.parametrize("size", [15, 16, 17, 32, 33, 100])
+@pytest.mark.parametrize("size", [15, 16, 17, 32, 33, 63, 64, 65, 100, 143])
 def test_a_non_ascii_or_invalid_byte_anywhere_in_a_text_is_found(client: bool, size: int) -> None:
-    # Text is unmasked and checked for ASCII 16 (or 8) bytes at a time: every position counts.
+    # Text is unmasked and checked for ASCII 64, 16 (or 8) bytes at a time: every position counts.
     for pos in range(size - 1):
         text = "a" * pos + "é" + "b" * (size - pos - 2)
         peer = Peer(client)

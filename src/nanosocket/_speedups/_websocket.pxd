@@ -13,6 +13,14 @@ cdef enum:
     CLOSED = 3
 
 
+cdef struct Utf8State:
+    # Where a UTF-8 stream's validation stands: continuation bytes still expected and the range
+    # of the next one (only the first after a lead byte has a range of its own).
+    unsigned char left
+    unsigned char low
+    unsigned char high
+
+
 cdef class _Limits:
     cdef readonly object options
     cdef long long max_payload
@@ -45,9 +53,10 @@ cdef class WebSocketConnection:
     cdef unsigned char _client
     cdef unsigned char _msg_opcode
     cdef unsigned char _out_owned
-    cdef unsigned char _utf8_left
-    cdef unsigned char _utf8_low
-    cdef unsigned char _utf8_high
+    # The fragmented text message's UTF-8 so far, and the pending partial text frame's (checked
+    # as it arrives; three bytes that fit in the object's padding).
+    cdef Utf8State _utf8
+    cdef Utf8State _pending_utf8
 
 
 cdef int receive_of(WebSocketConnection self, const unsigned char* data, Py_ssize_t n) except -1

@@ -10,7 +10,8 @@ and reasons. What is compiled:
   or the reassembly bytearray of a fragmented message);
 - UTF-8 validation of fragmented text: a byte-wise automaton of Unicode table 3-7 that fails on
   the first fragment after which no valid continuation exists, as ``check_utf8_chunk`` does
-  (single-frame text is validated by the stdlib decoder that builds the str, as in the spec);
+  (single-frame text is validated by the stdlib decoder that builds the str, as in the spec),
+  and of a partial text frame's bytes as they arrive, so that it fails before its end has come;
 - the output: frames are written into one bytes buffer of our own, which ``data_to_send`` hands
   over without a join (a lone ready-made frame, such as a broadcast frame, is handed over as is).
 
@@ -146,15 +147,15 @@ cdef _Limits _limits_for(object options):
 # ------------------------------------------------------------------------------- UTF-8
 
 
-cdef inline bint _utf8_feed(WebSocketConnection self, const unsigned char* data, Py_ssize_t n) noexcept:
+cdef inline bint _utf8_feed(Utf8State* state, const unsigned char* data, Py_ssize_t n) noexcept:
     """Go on validating a UTF-8 stream with ``data``; False as soon as it cannot be valid.
 
     The state is the number of continuation bytes still expected and the range of the next one
     (only the first after a lead byte has a range of its own: Unicode table 3-7).
     """
-    cdef int left = self._utf8_left
-    cdef unsigned char low = self._utf8_low
-    cdef unsigned char high = self._utf8_high
+    cdef int left = state.left
+    cdef unsigned char low = state.low
+    cdef unsigned char high = state.high
     cdef Py_ssize_t i = 0
     cdef uint64_t word
     cdef unsigned char c
@@ -195,9 +196,9 @@ cdef inline bint _utf8_feed(WebSocketConnection self, const unsigned char* data,
             left -= 1
             low = 0x80
             high = 0xBF
-    self._utf8_left = left
-    self._utf8_low = low
-    self._utf8_high = high
+    state.left = left
+    state.low = low
+    state.high = high
     return True
 
 
@@ -427,26 +428,40 @@ cdef class WebSocketConnection:
 
 cdef int receive_of(WebSocketConnection self, const unsigned char* data, Py_ssize_t n) except -1:
     """WebSocketConnection.receive_data of the ``n`` bytes at ``data``, which the compiled
-    transport core calls in C: nothing here keeps a pointer into them once it returns."""
+    transport core calls in C: nothing here keeps a pointer into them once it returns.
+
+    A pending frame whose header is complete holds its payload unmasked (its header keeps the
+    key, for the bytes still to come): each read's bytes are unmasked as they are appended, which
+    tells in the same pass whether they are ASCII, so that a text frame is checked as UTF-8 as
+    it arrives without a second pass over it. Once the frame is complete its key is zeroed, and
+    the frame loop's unmasking of it is a copy.
+    """
     if self._state == CLOSED:
         return 0
     cdef bytearray buf = self._pending
-    cdef Py_ssize_t size, missing, pos
+    cdef Py_ssize_t size, take, pos, header_length
     if buf is not None:
         size = PyByteArray_GET_SIZE(buf)
-        missing = self._need - size
-        if self._need > MAX_HEADER_SIZE and missing < n:
-            # The pending frame's header is complete (a need past any header's size is the
-            # whole frame's): it takes only the bytes it lacks, and the rest of the read is
-            # parsed where it is instead of being copied behind them.
-            _append(buf, data, missing)
+        header_length = _pending_header_length(buf)
+        if header_length:
+            # The pending frame's header is complete (its need is the whole frame's): it takes
+            # only the bytes it lacks, and the rest of the read is parsed where it is instead of
+            # being copied behind them.
+            take = self._need - size
+            if take > n:
+                take = n
+            if not _append_payload(self, buf, header_length, data, take):
+                return 0
+            if size + take < self._need:
+                return 0
+            _forget_key(buf, header_length)
             self._pending = None
-            if _parse_or_fail(self, <const unsigned char*> PyByteArray_AS_STRING(buf), size + missing) < 0:
+            if _parse_or_fail(self, <const unsigned char*> PyByteArray_AS_STRING(buf), size + take) < 0:
                 return 0
             if self._state == CLOSED:
                 return 0
-            data += missing
-            n -= missing
+            data += take
+            n -= take
         else:
             _append(buf, data, n)
             if size + n < self._need:
@@ -458,11 +473,30 @@ cdef int receive_of(WebSocketConnection self, const unsigned char* data, Py_ssiz
                 self._pending = buf if pos == 0 else PyByteArray_FromStringAndSize(
                     PyByteArray_AS_STRING(buf) + pos, size + n - pos
                 )
+                _pending_started(self)
             return 0
     pos = _parse_or_fail(self, data, n)
     if 0 <= pos < n and self._state != CLOSED:
         self._pending = PyByteArray_FromStringAndSize(<char*> data + pos, n - pos)
+        _pending_started(self)
     return 0
+
+
+cdef Py_ssize_t _pending_header_length(bytearray buf) noexcept:
+    """The length of the pending frame's header, or 0 while it is not complete (the frame loop
+    has checked it when it is)."""
+    cdef Py_ssize_t size = PyByteArray_GET_SIZE(buf)
+    if size < 2:
+        return 0
+    cdef unsigned char second = <unsigned char> PyByteArray_AS_STRING(buf)[1]
+    cdef Py_ssize_t header_length = 2
+    if second & 0x7F == 126:
+        header_length = 4
+    elif second & 0x7F == 127:
+        header_length = 10
+    if second & 0x80:
+        header_length += 4
+    return header_length if size >= header_length else 0
 
 
 cdef inline int _append(bytearray buf, const unsigned char* data, Py_ssize_t n) except -1:
@@ -470,6 +504,78 @@ cdef inline int _append(bytearray buf, const unsigned char* data, Py_ssize_t n) 
     PyByteArray_Resize(buf, size + n)
     memcpy(PyByteArray_AS_STRING(buf) + size, data, n)
     return 0
+
+
+cdef int _pending_started(WebSocketConnection self) except -1:
+    """A partial frame was kept: once its header is complete, unmask the payload it has in place,
+    and start checking it as UTF-8 if it is text."""
+    cdef bytearray buf = self._pending
+    cdef Py_ssize_t header_length = _pending_header_length(buf)
+    if not header_length:
+        return 0
+    cdef unsigned char* frame = <unsigned char*> PyByteArray_AS_STRING(buf)
+    if _checks_text(self, frame[0]):
+        if frame[0] & 0x0F == CONTINUATION:
+            self._pending_utf8 = self._utf8
+        else:
+            self._pending_utf8.left = 0
+    cdef unsigned char* payload = frame + header_length
+    _unmask_into(self, frame, header_length, payload, PyByteArray_GET_SIZE(buf) - header_length, payload)
+    return 0
+
+
+cdef inline bint _checks_text(WebSocketConnection self, unsigned char first) noexcept:
+    """Whether a pending frame starting with ``first`` is text to check as it arrives: open,
+    uncompressed, the first frame of a text message or a continuation of one."""
+    if self._state != OPEN or first & 0x70:
+        return False
+    if first & 0x0F == TEXT:
+        return True
+    return first & 0x0F == CONTINUATION and self._msg_opcode == TEXT and self._inflation is None
+
+
+cdef bint _append_payload(WebSocketConnection self, bytearray buf, Py_ssize_t header_length,
+                          const unsigned char* data, Py_ssize_t n) except -1:
+    """Append ``n`` payload bytes to the pending frame, unmasked; False when that failed the
+    connection (text that can no longer be valid UTF-8)."""
+    cdef Py_ssize_t size = PyByteArray_GET_SIZE(buf)
+    PyByteArray_Resize(buf, size + n)
+    cdef unsigned char* frame = <unsigned char*> PyByteArray_AS_STRING(buf)
+    return _unmask_into(self, frame, header_length, data, n, frame + size)
+
+
+cdef bint _unmask_into(WebSocketConnection self, const unsigned char* frame, Py_ssize_t header_length,
+                       const unsigned char* src, Py_ssize_t n, unsigned char* dst) except -1:
+    """Copy ``n`` payload bytes of the pending frame ``frame`` to their place ``dst`` in it
+    (``src`` may be ``dst``), unmasked, and check them if it is text; False when that failed the
+    connection."""
+    if n == 0:
+        return True
+    cdef unsigned char key[4]
+    cdef Py_ssize_t offset = dst - frame - header_length
+    cdef int i
+    if frame[1] & 0x80:
+        # The key byte of payload offset j is key[j % 4]: rotated to start at ``offset``.
+        for i in range(4):
+            key[i] = frame[header_length - 4 + ((offset + i) & 3)]
+    else:
+        memset(key, 0, 4)
+    cdef bint high = mask_copy(dst, src, n, key)
+    if not _checks_text(self, frame[0]) or not (high or self._pending_utf8.left):
+        return True
+    if _utf8_feed(&self._pending_utf8, dst, n):
+        return True
+    error = InvalidPayload("text message is not valid UTF-8")
+    self.fail(error.close_code, str(error))
+    return False
+
+
+cdef inline void _forget_key(bytearray buf, Py_ssize_t header_length) noexcept:
+    """The pending frame is complete and its payload unmasked: zero its key, so that the frame
+    loop's unmasking leaves it as it is."""
+    cdef unsigned char* frame = <unsigned char*> PyByteArray_AS_STRING(buf)
+    if frame[1] & 0x80:
+        memset(frame + header_length - 4, 0, 4)
 
 
 cdef Py_ssize_t _parse_or_fail(WebSocketConnection self, const unsigned char* data, Py_ssize_t end) except -2:
@@ -627,8 +733,8 @@ cdef int _check_data_frame(WebSocketConnection self, unsigned char opcode, long 
 
 
 cdef int _start_utf8(WebSocketConnection self, const unsigned char* data, Py_ssize_t n) except -1:
-    self._utf8_left = 0
-    if not _utf8_feed(self, data, n):
+    self._utf8.left = 0
+    if not _utf8_feed(&self._utf8, data, n):
         raise InvalidPayload("text message is not valid UTF-8")
     return 0
 
@@ -687,7 +793,7 @@ cdef int _data_frame(WebSocketConnection self, unsigned char opcode, int fin,
     self._msg_frames += 1
     cdef unsigned char message_opcode = self._msg_opcode
     if message_opcode == TEXT:
-        if not _utf8_feed(self, <const unsigned char*> PyByteArray_AS_STRING(parts) + size, n):
+        if not _utf8_feed(&self._utf8, <const unsigned char*> PyByteArray_AS_STRING(parts) + size, n):
             raise InvalidPayload("text message is not valid UTF-8")
     if not fin:
         return 0
@@ -696,8 +802,8 @@ cdef int _data_frame(WebSocketConnection self, unsigned char opcode, int fin,
     self._msg_frames = 0
     self._inflation = None
     if message_opcode == TEXT:
-        if self._utf8_left:
-            self._utf8_left = 0
+        if self._utf8.left:
+            self._utf8.left = 0
             raise InvalidPayload("text message ends inside a UTF-8 sequence")
         self.handler.text_received(
             PyUnicode_DecodeUTF8(PyByteArray_AS_STRING(parts), PyByteArray_GET_SIZE(parts), NULL)

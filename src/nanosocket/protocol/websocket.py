@@ -7,6 +7,8 @@ clocks: the transport adapter owns those.
 
 Per-connection state is small and lazy: no read buffer while no partial frame is pending (and
 then only that frame's bytes), no reassembly buffer while no fragmented message is in progress.
+Text is checked as UTF-8 as it arrives, a partial frame's bytes included: a message that cannot
+be valid fails the connection (1007) without waiting for the rest of its frame.
 
 With permessage-deflate negotiated (``deflate``, see deflate.py) the first frame of a compressed
 message has RSV1 set; it is inflated (per fragment, bounded by max_payload_length, text checked as
@@ -128,6 +130,7 @@ class PyWebSocketConnection:
         "_msg_parts",
         "_need",
         "_out",
+        "_pending_utf8_tail",
         "_utf8_tail",
         "client",
         "close_code",
@@ -160,6 +163,8 @@ class PyWebSocketConnection:
         self._msg_parts: bytearray | None = None
         self._msg_frames = 0
         self._utf8_tail = b""
+        # The UTF-8 tail of the pending partial text frame, checked as it arrives.
+        self._pending_utf8_tail = b""
         self._out: list[bytes] | None = None
         #: How many bytes are queued for the peer (not yet taken by ``data_to_send``).
         self.pending_bytes = 0
@@ -193,14 +198,52 @@ class PyWebSocketConnection:
                     return
                 offset = missing
             else:
+                checked = len(buf)
                 buf += data
                 if len(buf) < self._need:
+                    if data:
+                        self._check_pending_text(checked)
                     return
                 data = buf
                 self._buf = None
         pos = self._parse_or_fail(data, offset)
         if pos is not None and pos < len(data) and not self.closed:
             self._buf = bytearray(data[pos:]) if pos else bytearray(data)
+            self._check_pending_text(0)
+
+    def _check_pending_text(self, checked: int) -> None:
+        """Fail fast on a partial text frame that can no longer be valid UTF-8.
+
+        The pending frame's payload bytes from offset ``checked`` of ``_buf`` on (0: the frame
+        is new) go through a UTF-8 check of their own, which a continuation frame starts from its
+        message's. The complete frame is still validated whole, as if this had not run.
+        """
+        buf = self._buf
+        assert buf is not None
+        if self.state is not State.OPEN:
+            return
+        header = parse_header(buf, 0, len(buf))
+        if header is None or header[0] & RSV_MASK:
+            # The header is not complete yet, or the frame is compressed (inflated once complete).
+            return
+        first, second, _, header_length = header
+        opcode = first & OPCODE_MASK
+        if opcode == CONTINUATION and self._msg_opcode == TEXT and self._inflation is None:
+            tail = self._pending_utf8_tail if checked else self._utf8_tail
+        elif opcode == TEXT:
+            tail = self._pending_utf8_tail if checked else b""
+        else:
+            return
+        checked = max(checked, header_length)
+        chunk = bytes(buf[checked:])
+        if second & MASK_BIT:
+            offset = checked - header_length
+            key = bytes(buf[header_length - 4 : header_length])
+            chunk = apply_mask(chunk, key[offset % 4 :] + key[: offset % 4])
+        try:
+            self._pending_utf8_tail = check_utf8_chunk(tail, chunk)
+        except InvalidPayload as exc:
+            self.fail(exc.close_code, str(exc))
 
     def receive_eof(self) -> None:
         """The peer closed the TCP connection (or it dropped)."""
