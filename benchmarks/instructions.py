@@ -11,13 +11,18 @@ connections, as reads of the sizes the load generator causes:
 - ``echo``: 30 ``echo`` events per read on one connection (each answered by an ``echo`` event);
 - ``acks``: 30 ``call`` events with an ack id per read (each answered by an ack);
 - ``fanout``: 1,000 subscribers in a room, two ``publish`` events per read, then the loop
-  iterations that write the broadcasts (a batch of connections per iteration; per delivery).
+  iterations that write the broadcasts (a batch of connections per iteration; per delivery);
+- ``echo-10k``: 10 KiB ``echo`` events in 64 KiB reads, as on loopback (most reads end inside a
+  frame, which the next one completes);
+- ``echo-10k-segments``: the same in 1,448-byte reads, a TCP segment of an Ethernet network, as
+  a message from one client often arrives (each frame is pending over seven reads); the client
+  socket's replies are read between reads (their reading is counted too).
 
 The process runs twice under callgrind, with a small and a large number of messages; the
 difference of the totals over the difference of the messages is the cost of one message, start
 and end of the process left out.
 
-    python -m benchmarks.instructions [--scenarios echo,acks,fanout]
+    python -m benchmarks.instructions [--scenarios echo,acks,fanout,echo-10k,echo-10k-segments]
 """
 
 from __future__ import annotations
@@ -40,9 +45,17 @@ from benchmarks.apps.nanosocket_events import create_server
 from nanosocket.transport import FLUSH_BATCH
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("echo", "acks", "fanout")
+SCENARIOS = ("echo", "acks", "fanout", "echo-10k", "echo-10k-segments")
 #: Messages of the short and the long run (fan-out: broadcasts of 1,000 deliveries).
-RUNS = {"echo": (3000, 18000), "acks": (3000, 18000), "fanout": (20, 120)}
+RUNS = {
+    "echo": (3000, 18000),
+    "acks": (3000, 18000),
+    "fanout": (20, 120),
+    "echo-10k": (300, 1800),
+    "echo-10k-segments": (300, 1800),
+}
+#: Read sizes of the 10 KiB scenarios.
+READS = {"echo-10k": 65536, "echo-10k-segments": 1448}
 SUBSCRIBERS = 1000
 PER_READ = 30
 PAYLOAD = "x" * 100
@@ -76,6 +89,15 @@ def open_client(port: int) -> socket.socket:
     return sock
 
 
+def drain(client: socket.socket) -> None:
+    """Read what the server wrote to ``client`` so far (its replies would fill the socket)."""
+    try:
+        while client.recv(1 << 20):
+            pass
+    except BlockingIOError:
+        pass
+
+
 async def drive(scenario: str, messages: int) -> None:
     """Feed ``messages`` client events of ``scenario`` to the suite's event server."""
     with socket.socket() as probe:
@@ -99,6 +121,13 @@ async def drive(scenario: str, messages: int) -> None:
             feed(connections[0], publish + publish)
             for _ in range(iterations):
                 await asyncio.sleep(0)  # the deferred writes, FLUSH_BATCH connections at a time
+    elif scenario in READS:
+        stream = client_frame(f'{{"event":"echo","data":["{"x" * 10240}"]}}') * messages
+        step = READS[scenario]
+        for start in range(0, len(stream), step):
+            feed(connections[0], stream[start : start + step])
+            await asyncio.sleep(0)
+            drain(clients[0])
     else:
         name, ack = ("echo", "") if scenario == "echo" else ("call", ',"ack":7')
         batch = client_frame(f'{{"event":"{name}","data":["{PAYLOAD}"]{ack}}}') * PER_READ
@@ -108,7 +137,10 @@ async def drive(scenario: str, messages: int) -> None:
                 await asyncio.sleep(0)
     # Every message was handled, and every answer and delivery written (a count of nothing
     # would be no measurement).
-    handled = messages * 2 if scenario == "fanout" else messages // PER_READ * PER_READ
+    if scenario == "fanout":
+        handled = messages * 2
+    else:
+        handled = messages if scenario in READS else messages // PER_READ * PER_READ
     answers = handled * (SUBSCRIBERS if scenario == "fanout" else 1)
     joins = SUBSCRIBERS if scenario == "fanout" else 0  # each answered by a "joined" event
     stats = server.stats
@@ -148,7 +180,7 @@ def per_message(scenario: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--scenarios", default=",".join(SCENARIOS), help="comma-separated, of: echo, acks, fanout"
+        "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of: {', '.join(SCENARIOS)}"
     )
     parser.add_argument("--drive", nargs=2, metavar=("SCENARIO", "MESSAGES"), help=argparse.SUPPRESS)
     args = parser.parse_args()

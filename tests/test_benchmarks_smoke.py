@@ -543,7 +543,10 @@ def test_reliable_emits_counts_every_commit(tmp_path: Path) -> None:
     assert figures["copies_answered_from_the_store"] == figures["acks_dropped"]
 
 
-@pytest.mark.parametrize(("scenario", "messages"), [("echo", 90), ("acks", 90), ("fanout", 2)])
+@pytest.mark.parametrize(
+    ("scenario", "messages"),
+    [("echo", 90), ("acks", 90), ("fanout", 2), ("echo-10k", 20), ("echo-10k-segments", 20)],
+)
 def test_the_instruction_count_driver_has_every_message_handled(scenario: str, messages: int) -> None:
     """``python -m benchmarks.instructions`` runs this driver under callgrind: it feeds the event
     server its messages and checks each was handled and answered (here without valgrind)."""
