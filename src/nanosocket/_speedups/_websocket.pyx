@@ -44,6 +44,8 @@ from nanosocket.protocol.frames import CloseCode, encode_close, parse_close, py_
 
 
 cdef extern from "Python.h":
+    ctypedef struct PyByteArrayObject:
+        Py_ssize_t ob_alloc  # how many bytes its allocation holds (one more than it can use)
     # The output buffer is a bytes object of our own, grown in place while nobody else sees it.
     int _PyBytes_Resize(PyObject** data, Py_ssize_t size) except -1
     PyObject* _new_bytes "PyBytes_FromStringAndSize" (const char* data, Py_ssize_t size) except NULL
@@ -499,6 +501,24 @@ cdef Py_ssize_t _pending_header_length(bytearray buf) noexcept:
     return header_length if size >= header_length else 0
 
 
+cdef int _grow(bytearray buf, Py_ssize_t size, long long cap) except -1:
+    """Resize ``buf`` to ``size`` bytes (more than it has). When that needs a new allocation,
+    room for up to as many bytes again (never past ``cap``) comes with it: a buffer grown a read
+    at a time is then copied a bounded number of times per byte, not once per read (a bytearray
+    grown by more than an eighth is allocated to the byte), and holds at most twice what it
+    was sent."""
+    cdef long long room
+    if size >= (<PyByteArrayObject*> buf).ob_alloc:
+        room = 2 * <long long> size
+        if room > cap:
+            room = cap
+        if room > size:
+            # Allocated to the byte, then shrunk by less than half: CPython keeps the room.
+            PyByteArray_Resize(buf, <Py_ssize_t> room)
+    PyByteArray_Resize(buf, size)
+    return 0
+
+
 cdef inline int _append(bytearray buf, const unsigned char* data, Py_ssize_t n) except -1:
     cdef Py_ssize_t size = PyByteArray_GET_SIZE(buf)
     PyByteArray_Resize(buf, size + n)
@@ -539,7 +559,7 @@ cdef bint _append_payload(WebSocketConnection self, bytearray buf, Py_ssize_t he
     """Append ``n`` payload bytes to the pending frame, unmasked; False when that failed the
     connection (text that can no longer be valid UTF-8)."""
     cdef Py_ssize_t size = PyByteArray_GET_SIZE(buf)
-    PyByteArray_Resize(buf, size + n)
+    _grow(buf, size + n, self._need)
     cdef unsigned char* frame = <unsigned char*> PyByteArray_AS_STRING(buf)
     return _unmask_into(self, frame, header_length, data, n, frame + size)
 
@@ -780,10 +800,10 @@ cdef int _data_frame(WebSocketConnection self, unsigned char opcode, int fin,
             self._limits.options.max_payload_length - size,
         )
         n = PyBytes_GET_SIZE(inflated)
-        PyByteArray_Resize(parts, size + n)
+        _grow(parts, size + n, self._limits.max_payload)
         memcpy(PyByteArray_AS_STRING(parts) + size, PyBytes_AS_STRING(inflated), n)
     else:
-        PyByteArray_Resize(parts, size + n)
+        _grow(parts, size + n, self._limits.max_payload)
         if n:
             tail = <unsigned char*> PyByteArray_AS_STRING(parts) + size
             if key != NULL:
