@@ -60,8 +60,6 @@ cdef extern from "Python.h":
 
 # The state values (OPEN, CLOSING, CLOSED) are declared in _websocket.pxd.
 cdef enum:
-    # The largest frame header: 2 bytes, a 64-bit length, a masking key.
-    MAX_HEADER_SIZE = 14
     # Opcodes (protocol/frames.py).
     CONTINUATION = 0x0
     TEXT = 0x1
