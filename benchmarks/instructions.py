@@ -10,6 +10,8 @@ connections, as reads of the sizes the load generator causes:
 
 - ``echo``: 30 ``echo`` events per read on one connection (each answered by an ``echo`` event);
 - ``acks``: 30 ``call`` events with an ack id per read (each answered by an ack);
+- ``echo-batch``: one batch frame per read, an array of 30 ``echo`` events, as
+  ``client.batch()`` sends them (each answered by an ``echo`` event; per event);
 - ``fanout``: 1,000 subscribers in a room, two ``publish`` events per read, then the loop
   iterations that write the broadcasts (a batch of connections per iteration; per delivery);
 - ``echo-10k``: 10 KiB ``echo`` events in 64 KiB reads, as on loopback (most reads end inside a
@@ -22,7 +24,7 @@ The process runs twice under callgrind, with a small and a large number of messa
 difference of the totals over the difference of the messages is the cost of one message, start
 and end of the process left out.
 
-    python -m benchmarks.instructions [--scenarios echo,acks,fanout,echo-10k,echo-10k-segments]
+    python -m benchmarks.instructions [--scenarios echo,acks,echo-batch,fanout,echo-10k,echo-10k-segments]
 """
 
 from __future__ import annotations
@@ -45,11 +47,12 @@ from benchmarks.apps.nanosocket_events import create_server
 from nanosocket.transport import FLUSH_BATCH
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("echo", "acks", "fanout", "echo-10k", "echo-10k-segments")
+SCENARIOS = ("echo", "acks", "echo-batch", "fanout", "echo-10k", "echo-10k-segments")
 #: Messages of the short and the long run (fan-out: broadcasts of 1,000 deliveries).
 RUNS = {
     "echo": (3000, 18000),
     "acks": (3000, 18000),
+    "echo-batch": (3000, 18000),
     "fanout": (20, 120),
     "echo-10k": (300, 1800),
     "echo-10k-segments": (300, 1800),
@@ -129,8 +132,12 @@ async def drive(scenario: str, messages: int) -> None:
             await asyncio.sleep(0)
             drain(clients[0])
     else:
-        name, ack = ("echo", "") if scenario == "echo" else ("call", ',"ack":7')
-        batch = client_frame(f'{{"event":"{name}","data":["{PAYLOAD}"]{ack}}}') * PER_READ
+        name, ack = ("call", ',"ack":7') if scenario == "acks" else ("echo", "")
+        envelope = f'{{"event":"{name}","data":["{PAYLOAD}"]{ack}}}'
+        if scenario == "echo-batch":
+            batch = client_frame(f"[{','.join([envelope] * PER_READ)}]")
+        else:
+            batch = client_frame(envelope) * PER_READ
         for index in range(messages // PER_READ):
             feed(connections[0], batch)
             if index % 50 == 0:
@@ -144,7 +151,8 @@ async def drive(scenario: str, messages: int) -> None:
     answers = handled * (SUBSCRIBERS if scenario == "fanout" else 1)
     joins = SUBSCRIBERS if scenario == "fanout" else 0  # each answered by a "joined" event
     stats = server.stats
-    assert stats.messages_in - joins == handled, (stats.messages_in, handled)
+    frames = handled // PER_READ if scenario == "echo-batch" else handled  # a batch is one message
+    assert stats.messages_in - joins == frames, (stats.messages_in, frames)
     assert stats.messages_out - joins == answers, (stats.messages_out, answers)
     for client in clients:
         client.close()
