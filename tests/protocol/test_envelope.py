@@ -295,7 +295,13 @@ def test_the_compiled_decode_event_is_selected_when_built_and_allowed() -> None:
         ('{"event":"a\\u0000b","data":[]}', {"event": "a\x00b", "data": []}),
         ('{"event":7,"data":[]}', {"event": 7, "data": []}),
         ('{"ack":3,"data":[1]}', {"ack": 3, "data": [1]}),
-        ('[{"event":"a","data":[]}]', [{"event": "a", "data": []}]),
+        # A batch: each of its envelopes sorted the same way.
+        ('[{"event":"a","data":[]}]', [("a", [], None)]),
+        (
+            '[{"event":"a","data":[1],"ack":2},{"ack":3,"data":[1]},{"event":"b","data":"x"},7]',
+            [("a", [1], 2), {"ack": 3, "data": [1]}, {"event": "b", "data": "x"}, 7],
+        ),
+        ("[]", []),
         ('"text"', "text"),
         # A client message id (at-least-once emits) takes the general path too.
         (
@@ -514,6 +520,62 @@ def test_any_text_after_the_event_layout_decodes_as_the_spec(name: str, rest: st
     compiled = DECODE_IMPLEMENTATIONS[1].values[0]
     text = '{"event":"' + name + '","data":' + rest + "}"
     assert _outcome(compiled, text) == _outcome(py_decode_event, text)
+
+
+# Batches as clients write them (plain envelopes, which the twin reads itself) and near misses
+# of that layout (read by orjson, then sorted one by one).
+BATCH_TEXTS = [
+    "[" + ",".join([PLAIN_LAYOUT_TEXTS[0]] * 3) + "]",
+    '[{"event":"a","data":[1]},{"event":"b","data":["x",true],"ack":0},{"event":"a","data":[]}]',
+    '[{"event":"a","data":[1]} ,{"event":"b","data":[]}]',
+    '[{"event":"a","data":[1]},]',
+    '[,{"event":"a","data":[1]}]',
+    '[{"event":"a","data":[1]}{"event":"a","data":[1]}]',
+    '[{"event":"a","data":[1]},{"event":"a","data":[{"k":1}]}]',
+    '[{"event":"a","data":[1]},{"event":"a","data":[1.5]}]',
+    '[{"event":"a","data":[1]},{"ack":1,"data":[]}]',
+    '[{"event":"a","data":[1]},{"event":"a","data":[],"mid":"abcdefgh-1","ack":1}]',
+    '[{"event":"a","data":[1],"ack":1,"ack":2}]',
+    '[{"event":"a","data":[1],"ack":01}]',
+    '[{"event":"a","data":[1],"ack":9007199254740992}]',
+    '[{"event":"a","data":[1],"ack":12345678901234567}]',
+    '[{"event":"a","data":[1]}]]',
+    '[[{"event":"a","data":[1]}]]',
+    '[{"event":"a","data":[1]}',
+    '[{"event":"a","data":[1]]',
+    '[{"event":"a","data":["]"]},{"event":"a","data":["},{"]}]',
+    '[{"event":"été","data":[1]}]',
+    '[{"event":"a","data":[1]},"x"]',
+]
+
+
+@pytest.mark.parametrize("decode_event", DECODE_IMPLEMENTATIONS)
+@pytest.mark.parametrize("text", BATCH_TEXTS + ["[" + text + "]" for text in PLAIN_LAYOUT_TEXTS])
+def test_batches_and_their_near_misses_decode_as_the_spec(decode_event: Any, text: str) -> None:
+    assert repr(_outcome(decode_event, text)) == repr(_outcome(py_decode_event, text))
+
+
+@pytest.mark.parametrize("decode_event", DECODE_IMPLEMENTATIONS)
+def test_a_batch_over_the_limit_comes_back_unsorted(decode_event: Any) -> None:
+    item = '{"event":"a","data":[1]}'
+    full = decode_event("[" + ",".join([item] * envelope.MAX_BATCH) + "]")
+    assert full == [("a", [1], None)] * envelope.MAX_BATCH
+    over = decode_event("[" + ",".join([item] * (envelope.MAX_BATCH + 1)) + "]")
+    assert over == [{"event": "a", "data": [1]}] * (envelope.MAX_BATCH + 1)
+    assert decode_event(msgpack.packb([{"event": "a", "data": [1]}] * (envelope.MAX_BATCH + 1))) == over
+
+
+@pytest.mark.skipif(len(DECODE_IMPLEMENTATIONS) < 2, reason="the compiled twin was not built")
+@given(
+    pieces=st.lists(
+        st.sampled_from(PLAIN_LAYOUT_TEXTS + BATCH_TEXTS + LAYOUT_PIECES), min_size=1, max_size=6
+    ),
+    separator=st.sampled_from([",", ", ", ""]),
+)
+def test_any_batch_of_layouts_and_pieces_decodes_as_the_spec(pieces: list[str], separator: str) -> None:
+    compiled = DECODE_IMPLEMENTATIONS[1].values[0]
+    text = "[" + separator.join(pieces) + "]"
+    assert repr(_outcome(compiled, text)) == repr(_outcome(py_decode_event, text))
 
 
 @pytest.mark.parametrize(

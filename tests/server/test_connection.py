@@ -304,6 +304,47 @@ async def test_batches_are_handled_in_order(ns: Harness) -> None:
     assert log == [("a", (1,)), ("b", ("bare",)), ("c", ())]
 
 
+@pytest.mark.parametrize("plain", [True, False], ids=["client-layout", "general"])
+async def test_a_batch_of_every_kind_of_envelope_is_handled_in_order(ns: Harness, plain: bool) -> None:
+    # Written as clients write batches (each envelope in the client layout with plain arguments,
+    # which the compiled codec reads without building dicts), or with one argument that is not
+    # plain (the whole batch then goes through orjson): handled alike.
+    server = await ns.start()
+    log = recording_server(server)
+    server.on("connection", lambda s: s.on("sum", lambda a, b: a + b))
+    peer, _ = await connected(ns, server)
+    last = [9] if plain else [{"k": 9}]
+    peer.send(
+        [
+            {"event": "a", "data": [1, "x", True, None]},
+            {"event": "sum", "data": [1, 2], "ack": 1},
+            {"event": "$ping", "data": [5]},
+            {"event": "nobody", "data": [], "ack": 2},
+            {"event": "connect", "data": []},
+            {"event": "b", "data": last},
+        ]
+    )
+    assert (await peer.expect_ack(1))["data"] == [3]
+    assert await peer.expect("$pong") == [5]
+    assert "no handler" in (await peer.expect_ack(2))["error"]["message"]
+    # The reserved name is refused; the batch goes on.
+    assert await peer.expect("$error") == [{"message": "event name 'connect' is reserved"}]
+    await until(lambda: len(log) == 2)
+    assert log == [("a", (1, "x", True, None)), ("b", tuple(last))]
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["client-layout", "general"])
+async def test_no_envelope_of_a_batch_runs_after_one_that_disconnected(ns: Harness, plain: bool) -> None:
+    server = await ns.start()
+    log = recording_server(server)
+    server.on("connection", lambda s: s.on("leave", s.disconnect))
+    peer, _ = await connected(ns, server)
+    arg: Any = 2 if plain else 2.5
+    peer.send([{"event": "a", "data": [1]}, {"event": "leave", "data": []}, {"event": "b", "data": [arg]}])
+    assert await peer.close_code() is not None
+    assert log == [("a", (1,))]
+
+
 async def test_a_batch_can_carry_ack_replies(ns: Harness) -> None:
     server = await ns.start()
     peer, socket = await connected(ns, server)

@@ -13,6 +13,7 @@ from cpython.sequence cimport PySequence_Fast_GET_ITEM, PySequence_Fast_GET_SIZE
 from ._dispatch cimport HandlerCore
 from ._envelope cimport ack_frame_of, decode_event_of, event_frame_of
 from ._transport cimport WebSocketCore, send_frame_of
+from ._websocket cimport OPEN, WebSocketConnection
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
@@ -94,10 +95,18 @@ cdef class ConnectionCore:
             if type(decoded) is tuple:
                 event, args, ack = <tuple> decoded
                 _run(self, event, args, ack)
+            elif type(decoded) is list:
+                _run_batch(self, <list> decoded)
             else:
                 self._receive_other(decoded)
         except _ProtocolError as exc:
             self._violation(exc)
+
+    def _receive_batch(self, batch):
+        """A batch: its envelopes in order (see the spec)."""
+        if _CONNECTED is None:
+            _load()
+        _run_batch(self, batch)
 
     def _dispatch(self, event, args, ack):
         """Run the handlers of a client event; the first one answers ``ack``."""
@@ -166,6 +175,26 @@ cdef int _run(ConnectionCore self, str event, args, ack) except -1:
         ack = None
     _run_all(self, handlers, None, args, ack)
     return 0
+
+
+cdef int _run_batch(ConnectionCore self, list batch) except -1:
+    if not self._admit_batch(len(batch)):
+        return 0
+    for envelope in batch:
+        if type(envelope) is tuple:
+            event, args, ack = <tuple> envelope
+            _run(self, event, args, ack)
+        else:
+            self._envelope(envelope)
+        if self._state is not _CONNECTED or not _open(<WebSocketCore?> self._ws):
+            break
+    return 0
+
+
+cdef bint _open(WebSocketCore ws):
+    """The WebSocket's ``open``, read in C (its engine is the compiled one, as in send_frame_of)."""
+    conn = ws._conn
+    return conn is not None and (<WebSocketConnection?> conn)._state == OPEN
 
 
 cdef int _run_all(ConnectionCore self, handlers, socket, args, ack) except -1:

@@ -11,6 +11,7 @@ code.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLong
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
@@ -37,6 +38,7 @@ cdef object _json_error = None
 cdef object _decode_text = None
 cdef object _decode_binary = None
 cdef object _max_ack_id = None
+cdef Py_ssize_t _max_batch = 0
 # The JSON before an event's arguments, ``{"event":"<name>","data":``, per valid emit name.
 cdef dict _prefixes = {}
 cdef Py_ssize_t _MAX_PREFIXES = 4096
@@ -44,7 +46,7 @@ cdef Py_ssize_t _MAX_PREFIXES = 4096
 
 cdef int _load() except -1:
     global _json_dumps, _valid_names, _check_emit_name, _py_event_frame, _py_ack_frame
-    global _json_loads, _json_error, _decode_text, _decode_binary, _max_ack_id
+    global _json_loads, _json_error, _decode_text, _decode_binary, _max_ack_id, _max_batch
     from nanosocket.protocol import envelope
 
     _json_loads = envelope._json_loads
@@ -53,6 +55,7 @@ cdef int _load() except -1:
     _decode_binary = envelope.decode_binary
     _max_ack_id = envelope.MAX_ACK_ID
     assert _max_ack_id == _MAX_ACK_ID
+    _max_batch = envelope.MAX_BATCH
     _json_dumps = envelope._json_dumps
     _valid_names = envelope._VALID_EMIT_NAMES
     _check_emit_name = envelope.check_emit_name
@@ -271,12 +274,15 @@ cdef long long _MAX_ACK_ID = 9007199254740991  # envelope.MAX_ACK_ID (checked in
 cdef object _plain_event(str message):
     """``(event, args, ack)`` when ``message`` is exactly ``{"event":"<name>","data":[...]}``,
     or the same with ``,"ack":<id>`` before the brace, in ASCII and the name without escapes:
-    only the arguments are decoded (no dict, no keys). None for anything else, which the
+    only the arguments are decoded (no dict, no keys). A batch of such envelopes, each with
+    plain arguments, comes back as the list of theirs. None for anything else, which the
     general path decodes."""
     cdef Py_ssize_t n = PyUnicode_GET_LENGTH(message)
     if n < _EVENT_KEY + 1 + _DATA_KEY + 3 or not PyUnicode_IS_ASCII(message):
         return None
     cdef const char* text = <const char*> PyUnicode_DATA(message)
+    if text[0] == b"[":
+        return _plain_batch(message, text, n)
     if memcmp(text, b'{"event":"', _EVENT_KEY) != 0 or text[n - 1] != b"}":
         return None
     # The name runs to its closing quote; an escape or a control character in it stops the scan
@@ -314,7 +320,62 @@ cdef object _plain_event(str message):
             return None  # not one array (another key follows, or malformed): the general path's
         if type(args) is not list:
             return None
-    return _event_name(message, text, end), args, (None if ack < 0 else ack)
+    return _event_name(message, text, _EVENT_KEY, end), args, (None if ack < 0 else ack)
+
+
+cdef object _plain_batch(str message, const char* text, Py_ssize_t n):
+    """The ``(event, args, ack)`` of each envelope of a batch written as clients write it: ``[``,
+    envelopes of the client layout whose arguments are all plain (see ``_plain_items``)
+    separated by commas, ``]``; at most MAX_BATCH of them. None for anything else."""
+    if text[n - 1] != b"]":
+        return None
+    cdef list events = []
+    cdef Py_ssize_t pos = 1
+    cdef Py_ssize_t last = n - 1  # the closing bracket
+    while True:
+        if PyList_GET_SIZE(events) == _max_batch:
+            return None  # one more than a batch may hold: the general path refuses it
+        event = _plain_envelope(message, text, pos, last, &pos)
+        if event is None:
+            return None
+        events.append(event)
+        if pos == last:
+            return events
+        if text[pos] != b",":
+            return None
+        pos += 1
+
+
+cdef object _plain_envelope(str message, const char* text, Py_ssize_t first, Py_ssize_t limit, Py_ssize_t* after):
+    """``(event, args, ack)`` of the envelope of the client layout at ``text[first]``, within
+    ``limit``, with plain arguments; ``after`` is set past its brace. None for anything else."""
+    if limit - first < _EVENT_KEY + 1 + _DATA_KEY + 3 or memcmp(text + first, b'{"event":"', _EVENT_KEY) != 0:
+        return None
+    cdef Py_ssize_t name = first + _EVENT_KEY
+    cdef Py_ssize_t end = name + plain_span(<const unsigned char*> text + name, limit - name)
+    cdef Py_ssize_t pos = end + _DATA_KEY  # where the arguments begin
+    if end == name or pos + 2 >= limit or memcmp(text + end, b'","data":', _DATA_KEY) != 0:
+        return None
+    args = _plain_items(message, text, pos, limit, &pos)
+    if args is None:
+        return None
+    cdef long long ack = -1
+    cdef Py_ssize_t digit
+    if pos < limit and text[pos] == b",":
+        if limit - pos < _ACK_KEY + 2 or memcmp(text + pos, b',"ack":', _ACK_KEY) != 0:
+            return None
+        pos += _ACK_KEY
+        digit = pos
+        ack = 0
+        while pos < limit and b"0" <= text[pos] <= b"9" and pos - digit < 16:
+            ack = ack * 10 + (text[pos] - 48)
+            pos += 1
+        if pos == digit or (text[digit] == b"0" and pos - digit > 1) or ack > _MAX_ACK_ID:
+            return None
+    if pos >= limit or text[pos] != b"}":
+        return None
+    after[0] = pos + 1
+    return _event_name(message, text, name, end), args, (None if ack < 0 else ack)
 
 
 # The event names read last, by a hash of their length and ends: a client sends the same few
@@ -324,20 +385,20 @@ cdef PyObject* _names[16]
 cdef Py_ssize_t _MAX_KEPT_NAME = 64
 
 
-cdef object _event_name(str message, const char* text, Py_ssize_t end):
-    """``message[_EVENT_KEY:end]`` (ASCII, the event name of the client layout), from the kept
+cdef object _event_name(str message, const char* text, Py_ssize_t first, Py_ssize_t end):
+    """``message[first:end]`` (ASCII, the event name of the client layout), from the kept
     names when it is one of them."""
-    cdef Py_ssize_t n = end - _EVENT_KEY
+    cdef Py_ssize_t n = end - first
     if n > _MAX_KEPT_NAME:
-        return PyUnicode_Substring(message, _EVENT_KEY, end)
-    cdef const char* name = text + _EVENT_KEY
+        return PyUnicode_Substring(message, first, end)
+    cdef const char* name = text + first
     cdef Py_ssize_t slot = (n * 31 + <unsigned char> name[0] * 7 + <unsigned char> name[n - 1]) & 15
     cdef PyObject* kept = _names[slot]
     if kept != NULL and PyUnicode_GET_LENGTH(<object> kept) == n and memcmp(
         PyUnicode_DATA(<object> kept), name, n
     ) == 0:
         return <object> kept
-    found = PyUnicode_Substring(message, _EVENT_KEY, end)
+    found = PyUnicode_Substring(message, first, end)
     Py_INCREF(found)
     _names[slot] = <PyObject*> found
     Py_XDECREF(kept)
@@ -348,26 +409,35 @@ cdef Py_ssize_t _MAX_PLAIN_DIGITS = 18  # any integer of up to 18 digits fits a 
 
 
 cdef object _plain_array(str message, const char* text, Py_ssize_t start, Py_ssize_t stop):
-    """The list that ``message[start:stop]`` (ASCII, from ``[`` to ``]``) holds when each item is
-    a string without escapes or control characters, an integer of at most 18 digits, ``true``,
-    ``false`` or ``null``, with no whitespace: what orjson makes of it, without its parser's
-    set-up (most events carry a few such arguments). None for anything else, which orjson reads."""
+    """The list that ``message[start:stop]`` (ASCII, from ``[`` to ``]``) holds when it is one
+    array of plain items (see ``_plain_items``); None for anything else, which orjson reads."""
+    cdef Py_ssize_t after = 0
+    items = _plain_items(message, text, start, stop, &after)
+    return items if after == stop else None
+
+
+cdef object _plain_items(str message, const char* text, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t* after):
+    """The list that the array at ``text[start]`` (``[``, ASCII, ending before ``limit``) holds
+    when each item is a string without escapes or control characters, an integer of at most 18
+    digits, ``true``, ``false`` or ``null``, with no whitespace: what orjson makes of it, without
+    its parser's set-up (most events carry a few such arguments); ``after`` is set past its
+    ``]``. None for anything else (and ``after`` untouched)."""
     cdef list items = []
     cdef Py_ssize_t pos = start + 1
-    cdef Py_ssize_t end = stop - 1  # the closing bracket
     cdef Py_ssize_t first
     cdef long long value
     cdef bint negative
     cdef char c
-    if pos == end:
+    if pos < limit and text[pos] == b"]":
+        after[0] = pos + 1
         return items
-    while True:
+    while pos < limit:
         c = text[pos]
         if c == b'"':
             pos += 1
             first = pos
-            pos += plain_span(<const unsigned char*> text + pos, end - pos)
-            if pos == end or text[pos] != b'"':
+            pos += plain_span(<const unsigned char*> text + pos, limit - pos)
+            if pos == limit or text[pos] != b'"':
                 return None  # an escape or a control character (or no closing quote)
             items.append(PyUnicode_Substring(message, first, pos))
             pos += 1
@@ -377,35 +447,40 @@ cdef object _plain_array(str message, const char* text, Py_ssize_t start, Py_ssi
                 pos += 1
             first = pos
             value = 0
-            while pos < end and b"0" <= text[pos] <= b"9" and pos - first < _MAX_PLAIN_DIGITS:
+            while pos < limit and b"0" <= text[pos] <= b"9" and pos - first < _MAX_PLAIN_DIGITS:
                 value = value * 10 + (text[pos] - 48)
                 pos += 1
             if pos == first or (text[first] == b"0" and pos - first > 1):
                 return None  # no digit, or a leading zero (which JSON does not allow)
             items.append(-value if negative else value)
-        elif c == b"t" and end - pos >= 4 and memcmp(text + pos, b"true", 4) == 0:
+        elif c == b"t" and limit - pos >= 4 and memcmp(text + pos, b"true", 4) == 0:
             items.append(True)
             pos += 4
-        elif c == b"f" and end - pos >= 5 and memcmp(text + pos, b"false", 5) == 0:
+        elif c == b"f" and limit - pos >= 5 and memcmp(text + pos, b"false", 5) == 0:
             items.append(False)
             pos += 5
-        elif c == b"n" and end - pos >= 4 and memcmp(text + pos, b"null", 4) == 0:
+        elif c == b"n" and limit - pos >= 4 and memcmp(text + pos, b"null", 4) == 0:
             items.append(None)
             pos += 4
         else:
             return None
         # After an item: the closing bracket, or a comma and another item. Anything else (a
         # fraction, an exponent, a 19th digit, whitespace) is orjson's to read.
-        if pos == end:
+        if pos == limit:
+            return None
+        if text[pos] == b"]":
+            after[0] = pos + 1
             return items
-        if text[pos] != b"," or pos + 1 == end:
+        if text[pos] != b",":
             return None
         pos += 1
+    return None
 
 
 def decode_event(message):
     """Decode a frame and sort it: ``(event, args, ack)`` for an event envelope that can be
-    dispatched as it is, else the decoded value itself (see the spec, ``py_decode_event``)."""
+    dispatched as it is, else the decoded value itself; a batch as the list of its envelopes
+    each sorted so (see the spec, ``py_decode_event``)."""
     return decode_event_of(message)
 
 
@@ -423,6 +498,16 @@ cdef object decode_event_of(message):
             return _decode_text(message)  # raises the spec's InvalidPayload
     else:
         decoded = _decode_binary(message)
+    if type(decoded) is list:
+        if PyList_GET_SIZE(decoded) > _max_batch:
+            return decoded  # refused whole: no work spent on it
+        return [_sorted(envelope) for envelope in <list> decoded]
+    return _sorted(decoded)
+
+
+cdef object _sorted(decoded):
+    """The spec's ``_sorted``: ``(event, args, ack)`` for an event envelope that can be
+    dispatched as it is, else ``decoded`` itself."""
     if type(decoded) is not dict:
         return decoded
     cdef dict envelope = <dict> decoded

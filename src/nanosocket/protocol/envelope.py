@@ -128,12 +128,23 @@ def py_decode_event(message: str | bytes) -> Any:
 
     An event envelope that can be dispatched as it is (a non-empty event name without NUL, a list
     of arguments, no ack or a valid ack id: what read_envelope accepts unchanged) comes back as
-    the tuple ``(event, args, ack)``; anything else as the decoded value itself (an ack reply, a
-    batch, an envelope with a message id, an envelope read_envelope must look at). Neither JSON
-    nor msgpack decodes to a tuple. (Two keys, or three with an ack, are an envelope without a
-    message id: the size is checked before looking for ``mid``.)
+    the tuple ``(event, args, ack)``; anything else as the decoded value itself (an ack reply, an
+    envelope with a message id, an envelope read_envelope must look at). A batch of at most
+    MAX_BATCH comes back as a list of its envelopes each sorted so (a larger one as decoded).
+    Neither JSON nor msgpack decodes to a tuple. (Two keys, or three with an ack, are an envelope
+    without a message id: the size is checked before looking for ``mid``.)
     """
     decoded = decode_text(message) if type(message) is str else decode_binary(message)  # type: ignore[arg-type]
+    if type(decoded) is list:
+        if len(decoded) > MAX_BATCH:
+            return decoded  # refused whole: no work spent on it
+        return [_sorted(envelope) for envelope in decoded]
+    return _sorted(decoded)
+
+
+def _sorted(decoded: Any) -> Any:
+    """``(event, args, ack)`` for an event envelope that can be dispatched as it is, else
+    ``decoded`` itself (see py_decode_event)."""
     if type(decoded) is dict:
         event = decoded.get("event")
         args = decoded.get("data")

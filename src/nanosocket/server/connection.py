@@ -295,24 +295,24 @@ class Connection(ConnectionCore):
         self._ws.close(1008, "rate limit exceeded")
 
     def _receive_other(self, decoded: Any) -> None:
-        """A decoded message that is not a plain event (see ConnectionCore._receive): an
-        envelope to read in full, or a batch of them."""
+        """A decoded message that is neither a plain event nor a batch (see
+        ConnectionCore._receive): an envelope to read in full."""
         if type(decoded) is dict:
             self._envelope(decoded)
-        elif type(decoded) is list:
-            if len(decoded) > MAX_BATCH:
-                raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
-            buckets = self._buckets
-            if buckets is not None and len(decoded) > 1 and not buckets.take(len(decoded) - 1, 0):
-                # A batch of n envelopes counts as n messages (its frame was charged one).
-                self._rate_limited()
-                return
-            for envelope in decoded:
-                self._envelope(envelope)
-                if self._state is not _CONNECTED:
-                    break
         else:
             raise EnvelopeError("an envelope must be an object")
+
+    def _admit_batch(self, size: int) -> bool:
+        """Whether a batch of ``size`` envelopes is handled (ConnectionCore._receive_batch):
+        over MAX_BATCH is a violation; over the rate limits, the connection is closed."""
+        if size > MAX_BATCH:
+            raise EnvelopeError(f"batch of more than {MAX_BATCH} envelopes")
+        buckets = self._buckets
+        if buckets is not None and size > 1 and not buckets.take(size - 1, 0):
+            # A batch of n envelopes counts as n messages (its frame was charged one).
+            self._rate_limited()
+            return False
+        return True
 
     def _envelope(self, envelope: Any) -> None:
         event, args, ack, error = read_envelope(envelope)

@@ -4,7 +4,7 @@
 ``Connection`` extends when it was built: a message received, dispatched to its handlers (their
 ack answered), an emit and a broadcast recipient's frame then run without a Python frame of the
 framework between the engine and the application's handler. Everything else of a connection (the
-connect step, batches, message ids, errors, closing) is ``Connection``'s own, called by name.
+connect step, a batch's admission, message ids, errors, closing) is ``Connection``'s own, called by name.
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ class PyConnectionCore:
         # What the core calls of the class that extends it (Connection, Socket).
         def _receive_early(self, message: str | bytes) -> None: ...
         def _receive_other(self, decoded: Any) -> None: ...
+        def _admit_batch(self, size: int) -> bool: ...
+        def _envelope(self, envelope: Any) -> None: ...
         def _violation(self, error: ProtocolError) -> None: ...
         def _refuse(self, event: str, ack: int | None) -> None: ...
         def _send_ack_error(self, ack: int, message: str, **detail: Any) -> None: ...
@@ -115,10 +117,27 @@ class PyConnectionCore:
                 # without an ack or with a valid ack id (what read_envelope accepts as is).
                 event, args, ack = decoded
                 self._dispatch(event, args, ack)
+            elif type(decoded) is list:
+                self._receive_batch(decoded)
             else:
                 self._receive_other(decoded)
         except ProtocolError as exc:
             self._violation(exc)
+
+    def _receive_batch(self, batch: list[Any]) -> None:
+        """A batch, as decode_event sorted it: its events dispatched and its other envelopes read
+        in full, in order; none after one that closed the connection (or began to: frames that
+        follow our close are discarded, and so are the rest of a batch)."""
+        if not self._admit_batch(len(batch)):
+            return
+        for envelope in batch:
+            if type(envelope) is tuple:
+                event, args, ack = envelope
+                self._dispatch(event, args, ack)
+            else:
+                self._envelope(envelope)
+            if self._state is not _CONNECTED or not self._ws.open:
+                break
 
     def _dispatch(self, event: str, args: list[Any], ack: int | None) -> None:
         """Run the handlers of a client event; the first one answers ``ack``."""
