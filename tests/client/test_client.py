@@ -1115,6 +1115,8 @@ async def test_a_full_send_buffer_drops_emits_and_fails_calls(kit: Kit, net: Any
     client = kit.client(
         f"ws://127.0.0.1:{port}/", options=WebSocketOptions(max_backpressure=1, backpressure_policy="drop")
     )
+    drops: list[tuple[str, str]] = []
+    client.on("drop", lambda why, event: drops.append((why, event)))
     await within(client.connect())
     assert client.id == "raw"
     chunk = "x" * 256 * 1024
@@ -1123,6 +1125,7 @@ async def test_a_full_send_buffer_drops_emits_and_fails_calls(kit: Kit, net: Any
         sent += 1
         assert sent < 4096, "the send buffer never filled"
     assert client.dropped == 1
+    assert drops == [("send_buffer_full", "big")]
     with pytest.raises(ConnectionClosedError, match="send buffer is full"):
         await within(client.call("big", chunk))
     assert client.dropped == 2

@@ -97,6 +97,9 @@ class ConnectionState(Enum):
     RECONNECTING = "reconnecting"  #: waiting for the next attempt after a loss or a failure
 
 
+# An Enum member as a module constant: an attribute of an Enum class costs a metaclass lookup.
+_CONNECTED: Final = ConnectionState.CONNECTED
+
 _TRANSITIONS: Final[dict[ConnectionState, frozenset[ConnectionState]]] = {
     ConnectionState.DISCONNECTED: frozenset({ConnectionState.CONNECTING}),
     ConnectionState.CONNECTING: frozenset(
@@ -431,6 +434,14 @@ class NanoSocketClient:
         """
         check_emit_name(event)
         payload, binary = encode_event(event, args)
+        ws = self._ws
+        if not binary and self._batch is None and self._state is _CONNECTED and ws is not None and ws.open:
+            # The common case of _send_or_queue, inline: one text frame written now (no item to
+            # keep unless it is dropped).
+            if ws.send_text(payload.decode()):
+                return True
+            self._outbox.drop(Outgoing(payload, binary, event), "send_buffer_full")
+            return False
         return self._send_or_queue(Outgoing(payload, binary, event))
 
     async def call(
