@@ -283,15 +283,11 @@ cdef object _plain_event(str message):
     cdef const char* text = <const char*> PyUnicode_DATA(message)
     if text[0] == b"[":
         return _plain_batch(message, text, n)
-    if memcmp(text, b'{"event":"', _EVENT_KEY) != 0 or text[n - 1] != b"}":
+    if text[n - 1] != b"}":
         return None
-    # The name runs to its closing quote; an escape or a control character in it stops the scan
-    # elsewhere, where the layout check below fails: the general path's.
-    cdef Py_ssize_t end = _EVENT_KEY + plain_span(<const unsigned char*> text + _EVENT_KEY, n - _EVENT_KEY)
-    cdef Py_ssize_t start = end + _DATA_KEY  # where the arguments begin
-    if end == _EVENT_KEY or start + 2 >= n or memcmp(text + end, b'","data":', _DATA_KEY) != 0:
-        return None
-    if text[start] != b"[":
+    cdef Py_ssize_t end = 0
+    cdef Py_ssize_t start = _arguments_start(text, 0, n, &end)
+    if start < 0:
         return None
     # The arguments end before the brace, or before an ack id (digits, no leading zero).
     cdef Py_ssize_t stop = n - 1
@@ -346,15 +342,30 @@ cdef object _plain_batch(str message, const char* text, Py_ssize_t n):
         pos += 1
 
 
+cdef Py_ssize_t _arguments_start(const char* text, Py_ssize_t first, Py_ssize_t limit, Py_ssize_t* name_end):
+    """Where the arguments (their ``[``) of an envelope of the client layout at ``text[first]``
+    begin, within ``limit``, ``name_end`` set where its name ends; -1 for anything else."""
+    if limit - first < _EVENT_KEY + 1 + _DATA_KEY + 3 or memcmp(text + first, b'{"event":"', _EVENT_KEY) != 0:
+        return -1
+    cdef Py_ssize_t name = first + _EVENT_KEY
+    # The name runs to its closing quote; an escape or a control character in it stops the scan
+    # elsewhere, where the layout check below fails: the general path's.
+    cdef Py_ssize_t end = name + plain_span(<const unsigned char*> text + name, limit - name)
+    cdef Py_ssize_t start = end + _DATA_KEY
+    if end == name or start + 2 >= limit or memcmp(text + end, b'","data":', _DATA_KEY) != 0:
+        return -1
+    if text[start] != b"[":
+        return -1
+    name_end[0] = end
+    return start
+
+
 cdef object _plain_envelope(str message, const char* text, Py_ssize_t first, Py_ssize_t limit, Py_ssize_t* after):
     """``(event, args, ack)`` of the envelope of the client layout at ``text[first]``, within
     ``limit``, with plain arguments; ``after`` is set past its brace. None for anything else."""
-    if limit - first < _EVENT_KEY + 1 + _DATA_KEY + 3 or memcmp(text + first, b'{"event":"', _EVENT_KEY) != 0:
-        return None
-    cdef Py_ssize_t name = first + _EVENT_KEY
-    cdef Py_ssize_t end = name + plain_span(<const unsigned char*> text + name, limit - name)
-    cdef Py_ssize_t pos = end + _DATA_KEY  # where the arguments begin
-    if end == name or pos + 2 >= limit or memcmp(text + end, b'","data":', _DATA_KEY) != 0:
+    cdef Py_ssize_t end = 0
+    cdef Py_ssize_t pos = _arguments_start(text, first, limit, &end)
+    if pos < 0:
         return None
     args = _plain_items(message, text, pos, limit, &pos)
     if args is None:
@@ -375,7 +386,7 @@ cdef object _plain_envelope(str message, const char* text, Py_ssize_t first, Py_
     if pos >= limit or text[pos] != b"}":
         return None
     after[0] = pos + 1
-    return _event_name(message, text, name, end), args, (None if ack < 0 else ack)
+    return _event_name(message, text, first + _EVENT_KEY, end), args, (None if ack < 0 else ack)
 
 
 # The event names read last, by a hash of their length and ends: a client sends the same few
